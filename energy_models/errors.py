@@ -8,12 +8,12 @@ never sees a traceback for bad input.
 
 
 class UserError(Exception):
-  """Bad input from the user: the message is one line saying what was wrong and what to do."""
+    """Bad input from the user: the message is one line saying what was wrong and what to do."""
 
 
 class DataUnavailableError(UserError):
-  """A dataset cannot be found locally and cannot be downloaded."""
+    """A dataset cannot be found locally and cannot be downloaded."""
 
 
 class NotPositiveDefiniteError(UserError):
-  """A precision matrix that must be positive definite (to normalise, sample or export) is not."""
+    """A precision matrix that must be positive definite (to normalise, sample or export) is not."""
