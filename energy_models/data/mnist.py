@@ -1,0 +1,203 @@
+"""MNIST through tensorflow-datasets, as the noisy, centred vectors of Exercise 1.
+
+    x = pixels / 255 + n,   n ~ N(0, noise_std^2 I),   then the training split's mean is removed.
+
+The noise is fresh: the training pipeline draws new noise for every batch of every epoch, and the exact
+estimator uses the covariance of this noisy distribution, S = Cov(pixels / 255) + noise_std^2 I (its
+expectation over the noise). The held-out test split gets one noise draw, fixed by the seed.
+
+Arrays here are noisy pixels in raw pixel space; the mean mu is removed by the models themselves (they
+store it), so that a SavedModel scores raw pixels.
+"""
+
+import dataclasses
+import os
+import pathlib
+import socket
+
+import numpy as np
+
+from energy_models.errors import DataUnavailableError
+
+MANUAL_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+# Where TFDS's MNIST builder fetches from when it has to download.
+_DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+
+
+def resolve_data_dir(data_dir=None):
+    """The TFDS data folder: `data_dir`, else $TFDS_DATA_DIR, else TFDS's default ~/tensorflow_datasets."""
+    if data_dir:
+        return str(pathlib.Path(data_dir).expanduser())
+    if os.environ.get("TFDS_DATA_DIR"):
+        return os.environ["TFDS_DATA_DIR"]
+    return str(pathlib.Path("~/tensorflow_datasets").expanduser())
+
+
+def _unavailable_message(data_dir):
+    manual = pathlib.Path(data_dir) / "downloads" / "manual"
+    return (f"MNIST is not prepared in {data_dir} and cannot be downloaded (no network): point "
+            f"TFDS_DATA_DIR or --data-dir at a folder where tensorflow-datasets has prepared MNIST, or put "
+            f"the four original IDX files ({', '.join(MANUAL_FILES)}) in {manual}")
+
+
+def _network_reachable(timeout=3.0):
+    # TFDS retries a failed download for minutes; one short connection attempt tells us in seconds.
+    try:
+        with socket.create_connection(_DOWNLOAD_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def mnist_builder(data_dir=None):
+    """A prepared TFDS MNIST builder, preparing it from manual files or the network if needed.
+
+    Args:
+      data_dir: TFDS data folder (see `resolve_data_dir`).
+
+    Returns:
+      A `tfds.core.DatasetBuilder` whose data are prepared.
+
+    Raises:
+      DataUnavailableError: within seconds when MNIST is neither prepared, nor in
+        `<data_dir>/downloads/manual/`, nor downloadable.
+    """
+    import tensorflow_datasets as tfds  # Imported here: it costs seconds and only loaders need it.
+
+    data_dir = resolve_data_dir(data_dir)
+    builder = tfds.builder("mnist", data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    manual = pathlib.Path(data_dir) / "downloads" / "manual"
+    if all((manual / name).is_file() for name in MANUAL_FILES):
+        config = tfds.download.DownloadConfig(manual_dir=str(manual), try_download_gcs=False)
+    elif _network_reachable():
+        config = None
+    else:
+        raise DataUnavailableError(_unavailable_message(data_dir))
+    try:
+        builder.download_and_prepare(download_config=config)
+    except Exception as e:  # TFDS raises many types (checksums, I/O, HTTP); all mean "no data".
+        raise DataUnavailableError(f"{_unavailable_message(data_dir)} ({type(e).__name__}: "
+                                   f"{str(e).splitlines()[0] if str(e) else ''})") from e
+    return builder
+
+
+def load_mnist_images(split, data_dir=None):
+    """Raw MNIST images of one split as uint8 numpy [n, 28, 28].
+
+    Args:
+      split: "train" or "test".
+      data_dir: TFDS data folder.
+
+    Raises:
+      DataUnavailableError: see `mnist_builder`.
+    """
+    import tensorflow_datasets as tfds
+
+    builder = mnist_builder(data_dir)
+    # Batches of 10,000 rather than batch_size=-1: the whole-split tensor path holds several copies
+    # (about 0.5 GB at peak for the train split); this keeps only the uint8 images.
+    batches = tfds.as_numpy(builder.as_dataset(split=split, batch_size=10_000))
+    return np.concatenate([b["image"][..., 0] for b in batches])
+
+
+@dataclasses.dataclass
+class NoisyMnist:
+    """Exercise 1's data.
+
+    Attributes:
+      train_pixels: float32 [n_train, 784], clean pixels / 255 of the training split (noise is added
+        freshly by `training_dataset`).
+      test: float32 [n_test, 784], noisy test pixels (one fixed draw; the mean is not removed).
+      mean: float32 [784], the training split's mean pixel vector mu (the noise has mean 0).
+      noise_std: the noise standard deviation.
+      seed: the seed of the test noise.
+    """
+
+    train_pixels: np.ndarray
+    test: np.ndarray
+    mean: np.ndarray
+    noise_std: float
+    seed: int
+
+    @property
+    def dim(self):
+        return self.train_pixels.shape[1]
+
+    def covariance(self):
+        """S = Cov(pixels / 255) + noise_std^2 I, float64 [784, 784]: the exact covariance of the
+        noisy training distribution, with the noise integrated out."""
+        d = self.dim
+        s = np.zeros((d, d))
+        # Accumulated in float64 chunks: the float64 copy of the whole split would cost 376 MB.
+        for start in range(0, len(self.train_pixels), 10_000):
+            centred = self.train_pixels[start:start + 10_000].astype(np.float64) - self.mean
+            s += centred.T @ centred
+        s /= len(self.train_pixels)
+        s[np.diag_indices_from(s)] += self.noise_std ** 2
+        return s
+
+    def noisy_train(self, seed):
+        """One noise draw of the training split, float32 [n_train, 784]."""
+        return _add_noise(self.train_pixels, self.noise_std, seed)
+
+    def training_dataset(self, batch_size, seed):
+        """An endless shuffled `tf.data.Dataset` of noisy pixel batches with fresh noise in each.
+
+        Noise is drawn per batch with stateless ops seeded by `tf.data.Dataset.random(seed)`, so a run
+        is reproducible while every epoch sees new noise. Use `steps_per_epoch = n_train // batch_size`.
+        """
+        import tensorflow as tf
+
+        n = self.train_pixels.shape[0]
+        noise_std = self.noise_std
+        pixels = tf.data.Dataset.from_tensor_slices(self.train_pixels)
+        pixels = pixels.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+        pixels = pixels.batch(batch_size, drop_remainder=True)
+        seeds = tf.data.Dataset.random(seed=seed).batch(2)
+
+        def noisy(x, s):
+            eps = tf.random.stateless_normal(tf.shape(x), seed=s, dtype=x.dtype)
+            return x + noise_std * eps
+
+        ds = tf.data.Dataset.zip((pixels, seeds)).map(noisy, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _add_noise(pixels, noise_std, seed):
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(pixels.shape, dtype=np.float32)
+    noise *= np.float32(noise_std)
+    noise += pixels
+    return noise
+
+
+def load_noisy_mnist(noise_std=0.1, seed=0, data_dir=None, limit=None):
+    """Loads MNIST as Exercise 1's noisy, centred vectors.
+
+    Args:
+      noise_std: standard deviation of the Gaussian noise added to every pixel (0.1: variance 1/100).
+      seed: seed of the held-out test split's noise draw.
+      data_dir: TFDS data folder (see `resolve_data_dir`).
+      limit: optional number of examples to keep from each split (for quick runs and tests).
+
+    Returns:
+      A `NoisyMnist`.
+
+    Raises:
+      DataUnavailableError: when MNIST cannot be found or downloaded (within seconds).
+    """
+    train = load_mnist_images("train", data_dir)[:limit]
+    test = load_mnist_images("test", data_dir)[:limit]
+    train_pixels = (train.reshape(len(train), -1) / np.float32(255)).astype(np.float32)
+    test_pixels = (test.reshape(len(test), -1) / np.float32(255)).astype(np.float32)
+    mean = train_pixels.mean(axis=0, dtype=np.float64).astype(np.float32)
+    test_noisy = _add_noise(test_pixels, noise_std, np.random.SeedSequence([seed, 1]))
+    return NoisyMnist(train_pixels=train_pixels, test=test_noisy, mean=mean,
+                      noise_std=float(noise_std), seed=int(seed))

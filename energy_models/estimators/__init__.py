@@ -1,0 +1,1 @@
+"""Estimators of the grid Gaussian: exact maximum likelihood (and NCE, cNCE, score matching)."""

@@ -1,0 +1,1 @@
+"""End-to-end experiments behind the command-line trainers in train/."""

@@ -1,0 +1,195 @@
+"""Exercise 1 end to end: load data, fit a grid Gaussian, evaluate it exactly, draw figures, export.
+
+`train_and_evaluate(config)` is what `python -m train.gaussian` runs; it is importable and tested.
+"""
+
+import dataclasses
+import pathlib
+import time
+
+import numpy as np
+
+from energy_models import export, figures, rundir
+from energy_models.errors import UserError
+from energy_models.gaussian import (LOG_2PI, GridGaussian, average_log_likelihood,
+                                    expected_log_likelihood)
+
+
+def _help(text, **kwargs):
+    return dataclasses.field(metadata={"help": text, **kwargs.pop("meta", {})}, **kwargs)
+
+
+@dataclasses.dataclass
+class GaussianConfig:
+    """Every setting of `python -m train.gaussian` (each field is a command-line flag)."""
+
+    dataset: str = _help("data to model: mnist (Exercise 1)", default="mnist",
+                         meta={"choices": ("mnist",)})
+    estimator: str = _help("how Lambda is estimated: mle (exact maximum likelihood)", default="mle",
+                           meta={"choices": ("mle",)})
+    neighbourhood: int = _help("grid couplings: 4 or 8 neighbours", default=4,
+                               meta={"choices": (4, 8)})
+    noise_std: float = _help("std of the Gaussian noise added to every MNIST pixel (0.1: variance 1/100)",
+                             default=0.1)
+    epochs: int = _help("training epochs of the stochastic estimators", default=10)
+    batch_size: int = _help("minibatch size of the stochastic estimators", default=256)
+    optimizer: str = _help("optimiser of the stochastic estimators", default="adam",
+                           meta={"choices": ("sgd", "rmsprop", "adam")})
+    learning_rate: float = _help("learning rate of the stochastic estimators", default=0.01)
+    seed: int = _help("seed of every random draw (noise, shuffling, samples)", default=0)
+    data_dir: str = _help("tensorflow-datasets data folder (default: $TFDS_DATA_DIR or "
+                          "~/tensorflow_datasets)", default=None)
+    limit: int = _help("use only the first N examples of each split (quick runs)", default=None)
+    run_dir: str = _help("where TensorBoard logs, config.json, metrics.json and figures go "
+                         "(default: runs/gaussian-DATASET-ESTIMATOR-nNEIGHBOURHOOD)", default=None)
+    export_dir: str = _help("where the SavedModel goes (default: "
+                            "saved_models/gaussian-DATASET-ESTIMATOR-nNEIGHBOURHOOD)", default=None)
+    overwrite: bool = _help("replace a run or export directory that holds something else",
+                            default=False)
+
+    def resolve(self):
+        """Checks every value and fills in the default directories; returns self.
+
+        Raises:
+          UserError: naming the flag and the value when a value is out of range.
+        """
+        checks = [
+            ("--noise-std", self.noise_std, self.noise_std >= 0, "must be >= 0"),
+            ("--epochs", self.epochs, self.epochs >= 1, "must be a positive integer"),
+            ("--batch-size", self.batch_size, self.batch_size >= 1, "must be a positive integer"),
+            ("--learning-rate", self.learning_rate, self.learning_rate > 0, "must be > 0"),
+            ("--limit", self.limit, self.limit is None or self.limit >= 2, "must be at least 2"),
+            ("--neighbourhood", self.neighbourhood, self.neighbourhood in (4, 8), "must be 4 or 8"),
+        ]
+        for flag, value, ok, rule in checks:
+            if not ok:
+                raise UserError(f"{flag} {rule}, got {value}")
+        name = f"gaussian-{self.dataset}-{self.estimator}-n{self.neighbourhood}"
+        self.run_dir = self.run_dir or str(pathlib.Path("runs") / name)
+        self.export_dir = self.export_dir or str(pathlib.Path("saved_models") / name)
+        return self
+
+
+def load_dataset(config):
+    """The dataset named by `config.dataset` (an object with train_pixels, test, mean, covariance())."""
+    from energy_models.data.mnist import load_noisy_mnist
+
+    return load_noisy_mnist(config.noise_std, config.seed, config.data_dir, config.limit)
+
+
+def fit_mle(config, data, model, writer):
+    """Exact constrained maximum likelihood (`energy_models.estimators.mle`); returns extras for metrics."""
+    import tensorflow as tf
+
+    from energy_models.estimators.mle import fit_grid_mle
+
+    d = data.dim
+
+    def log_step(iteration, objective, residual):
+        with writer.as_default(step=iteration):
+            # Average training log-likelihood = -D/2 log(2 pi) + objective / 2.
+            tf.summary.scalar("loss", 0.5 * d * LOG_2PI - 0.5 * objective)
+            tf.summary.scalar("max_abs_residual", residual)
+
+    result = fit_grid_mle(data.covariance(), model.pattern, callback=log_step)
+    model.precision_layer.set_dense(result.precision)
+    return {"log_z_estimate": None, "newton_iterations": result.iterations,
+            "max_abs_residual": result.max_abs_residual}
+
+
+ESTIMATORS = {"mle": fit_mle}
+
+
+def _summaries(model, data, config, run_dir, writer, metrics):
+    """Samples and precision maps as PNG and TensorBoard images; final scalars to TensorBoard."""
+    import tensorflow as tf
+
+    samples = model.sample(64, seed=config.seed)
+    real = data.test[:64]
+    sample_grid = figures.image_grid(samples)
+    real_grid = figures.image_grid(real)
+    figures.save_gray_png(run_dir / "figures" / "samples.png", sample_grid)
+    figures.save_gray_png(run_dir / "figures" / "test_data.png", real_grid)
+    diag = np.asarray(model.precision_layer.diagonal)
+    couplings = np.asarray(model.precision_layer.couplings) * model.pattern.masks
+    maps = figures.precision_maps(diag, couplings, model.pattern.offsets,
+                                  run_dir / "figures" / "precision_maps.png",
+                                  title=f"{config.estimator}, {config.neighbourhood} neighbours")
+    with writer.as_default(step=0):
+        tf.summary.image("samples", sample_grid[None, :, :, None], step=0)
+        tf.summary.image("test_data", real_grid[None, :, :, None], step=0)
+        tf.summary.image("precision_maps", maps[None], step=0)
+        for key in ("test_log_likelihood", "train_log_likelihood", "log_z_analytic", "log_z_estimate",
+                    "smallest_eigenvalue"):
+            if metrics.get(key) is not None:
+                tf.summary.scalar(key, metrics[key], step=0)
+    writer.flush()
+
+
+def train_and_evaluate(config):
+    """Fits the grid Gaussian named by `config`, evaluates it exactly, writes figures, metrics and model.
+
+    Returns:
+      The metrics dict (also written to RUN_DIR/metrics.json).
+
+    Raises:
+      UserError: for bad settings, missing data or a precision that is not positive definite.
+    """
+    import tensorflow as tf
+
+    config.resolve()
+    run_dir = rundir.prepare_run_dir(config.run_dir, config.overwrite)
+    export.check_export_target(config.export_dir, config.overwrite)
+    rundir.write_json_atomically(run_dir / "config.json", dataclasses.asdict(config))
+    tf.keras.utils.set_random_seed(config.seed)
+
+    data = load_dataset(config)
+    model = GridGaussian(28, 28, config.neighbourhood)
+    model.set_mean(data.mean)
+    train_writer = tf.summary.create_file_writer(str(run_dir / "train"))
+    start = time.perf_counter()
+    extras = ESTIMATORS[config.estimator](config, data, model, train_writer)
+    seconds = time.perf_counter() - start
+    train_writer.flush()
+
+    log_z = model.log_normalizer()  # Raises NotPositiveDefiniteError with the smallest eigenvalue.
+    metrics = {
+        "dataset": config.dataset,
+        "estimator": config.estimator,
+        "neighbourhood": config.neighbourhood,
+        "n_params": model.pattern.num_params,
+        "n_train": int(len(data.train_pixels)),
+        "n_test": int(len(data.test)),
+        "train_log_likelihood": expected_log_likelihood(model, data.covariance()),
+        "test_log_likelihood": average_log_likelihood(model, data.test),
+        "log_z_analytic": log_z,
+        "smallest_eigenvalue": model.smallest_eigenvalue(),
+        "seconds": seconds,
+        **extras,
+    }
+    if metrics.get("log_z_estimate") is not None:
+        metrics["log_z_error"] = metrics["log_z_estimate"] - log_z
+    _summaries(model, data, config, run_dir, tf.summary.create_file_writer(str(run_dir / "eval")),
+               metrics)
+    module = export.gaussian_module(model, {"dataset": config.dataset, "estimator": config.estimator,
+                                            "noise_std": config.noise_std})
+    metrics["export_dir"] = export.save_atomically(module, config.export_dir, config.overwrite)
+    rundir.write_json_atomically(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def summary_lines(metrics):
+    """The short human summary printed by the command line."""
+    lines = [
+        f"{metrics['estimator']} on {metrics['dataset']}, {metrics['neighbourhood']} neighbours, "
+        f"{metrics['n_params']} parameters, fitted in {metrics['seconds']:.1f} s",
+        f"  log-likelihood (nats/example): train {metrics['train_log_likelihood']:.2f}, "
+        f"test {metrics['test_log_likelihood']:.2f}",
+        f"  log Z analytic (D/2 log 2pi + 1/2 log|Sigma|): {metrics['log_z_analytic']:.2f}",
+    ]
+    if metrics.get("log_z_estimate") is not None:
+        lines.append(f"  log Z estimate: {metrics['log_z_estimate']:.2f} "
+                     f"(error {metrics['log_z_error']:+.2f})")
+    lines.append(f"  smallest eigenvalue of Lambda: {metrics['smallest_eigenvalue']:.4g}")
+    lines.append(f"  SavedModel: {metrics['export_dir']}")
+    return lines

@@ -1,0 +1,95 @@
+"""Figures shared by the trainers: image mosaics and maps, as PNG files and TensorBoard images."""
+
+import io
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")  # Headless: trainers run on servers and in CI.
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def image_grid(images, rows=8, cols=8, size=28, pad=1, scale="clip"):
+    """Tiles flattened images [n, size * size] into one [rows * (size + pad) + pad, ...] mosaic in [0, 1].
+
+    Args:
+      images: array [n, size * size]; the first rows * cols are drawn (missing ones stay blank).
+      rows, cols: mosaic shape.
+      size: side of each image.
+      pad: blank pixels between images.
+      scale: "clip" clips to [0, 1] (pixels); "each" rescales every image to its own [min, max]
+        (filters, whitened patches, whose range is arbitrary).
+    """
+    images = np.asarray(images, dtype=np.float64)[: rows * cols].reshape(-1, size, size)
+    if scale == "each":
+        lo = images.min(axis=(1, 2), keepdims=True)
+        hi = images.max(axis=(1, 2), keepdims=True)
+        images = (images - lo) / np.maximum(hi - lo, 1e-12)
+    else:
+        images = np.clip(images, 0.0, 1.0)
+    step = size + pad
+    out = np.ones((rows * step + pad, cols * step + pad))
+    for k, img in enumerate(images):
+        r, c = divmod(k, cols)
+        out[pad + r * step: pad + r * step + size, pad + c * step: pad + c * step + size] = img
+    return out
+
+
+def save_gray_png(path, mosaic, upscale=2):
+    """Writes a [h, w] array in [0, 1] as an 8-bit grayscale PNG (nearest-neighbour upscaled)."""
+    from PIL import Image
+
+    pixels = np.clip(np.round(np.asarray(mosaic) * 255), 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, mode="L")
+    if upscale > 1:
+        image = image.resize((image.width * upscale, image.height * upscale), Image.NEAREST)
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return str(path)
+
+
+def maps_figure(maps, titles, suptitle=None, cmap="RdBu_r"):
+    """A matplotlib figure of several [H, W] maps side by side, each with its own colour bar.
+
+    Signed maps use a diverging colour map centred on zero, so positive and negative couplings read apart.
+    """
+    fig, axes = plt.subplots(1, len(maps), figsize=(3.2 * len(maps), 3.2), squeeze=False)
+    for ax, m, title in zip(axes[0], maps, titles):
+        m = np.asarray(m)
+        bound = float(np.max(np.abs(m))) or 1.0
+        if m.min() >= 0:
+            im = ax.imshow(m, cmap="viridis")
+        else:
+            im = ax.imshow(m, cmap=cmap, vmin=-bound, vmax=bound)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def figure_to_array(fig, path=None, dpi=100):
+    """Renders a figure to an RGB uint8 array [h, w, 3] (and to `path` as PNG if given), then closes it."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    data = buffer.getvalue()
+    if path is not None:
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def precision_maps(diag, couplings, offsets, path=None, title=None):
+    """The diagonal and each coupling map of a grid precision, as an RGB array (and PNG)."""
+    names = {(0, 1): "right", (1, 0): "down", (1, 1): "down-right", (1, -1): "down-left"}
+    maps = [diag] + list(couplings)
+    titles = ["diagonal Lambda[i, i]"] + [f"coupling {names[tuple(o)]} {tuple(o)}" for o in offsets]
+    return figure_to_array(maps_figure(maps, titles, suptitle=title), path)

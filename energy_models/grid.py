@@ -1,0 +1,129 @@
+"""The sparsity pattern of a precision matrix on a 2-D pixel grid.
+
+Pixels of an H x W image are numbered row-major, i = r * W + c. Two pixels are neighbours when their
+offset (dr, dc) is one of
+
+    4-connected:  (0, 1), (1, 0)                     (right, down)
+    8-connected:  (0, 1), (1, 0), (1, 1), (1, -1)    (right, down, down-right, down-left)
+
+together with the opposite offsets. A symmetric grid precision Lambda is therefore described by its
+diagonal (an H x W map) and, for each of these "half" offsets o, an H x W coupling map C_o with
+
+    Lambda[i, i + o] = Lambda[i + o, i] = C_o[i]    wherever both pixels lie on the grid,
+
+and C_o[i] = 0 (masked) where pixel i + o falls off the grid. Nothing in this module depends on
+TensorFlow: it is the shared bookkeeping of the operator, the layer and the exact solver.
+"""
+
+import dataclasses
+
+import numpy as np
+
+OFFSETS = {
+    4: ((0, 1), (1, 0)),
+    8: ((0, 1), (1, 0), (1, 1), (1, -1)),
+}
+
+
+def check_neighbourhood(neighbourhood):
+    """Returns `neighbourhood` as an int, or raises ValueError naming it when it is not 4 or 8."""
+    if neighbourhood not in OFFSETS:
+        raise ValueError(f"neighbourhood must be 4 or 8, got {neighbourhood!r}")
+    return int(neighbourhood)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridPattern:
+    """Index bookkeeping for the grid precision pattern.
+
+    Attributes:
+      height, width: grid shape; D = height * width.
+      neighbourhood: 4 or 8.
+      offsets: the half offsets (dr, dc), one coupling map each.
+      masks: float array [n_offsets, H, W], 1 where pixel i + o lies on the grid.
+      rows, cols: int arrays [E], the edges (i, j) with i < j in the order of the masked coupling
+        entries (offset-major, then row-major over i); E = number of free coupling parameters.
+    """
+
+    height: int
+    width: int
+    neighbourhood: int
+    offsets: tuple
+    masks: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+
+    @property
+    def dim(self):
+        return self.height * self.width
+
+    @property
+    def num_edges(self):
+        return int(self.rows.size)
+
+    @property
+    def num_params(self):
+        """Free parameters of a symmetric precision with this pattern: D diagonal + E couplings."""
+        return self.dim + self.num_edges
+
+    def couplings_to_edges(self, couplings):
+        """Maps coupling maps [n_offsets, H, W] to the edge vector [E] (masked entries dropped)."""
+        return np.asarray(couplings)[self.masks.astype(bool)]
+
+    def edges_to_couplings(self, edge_values):
+        """Inverse of `couplings_to_edges`: edge vector [E] -> coupling maps with zeros off the grid."""
+        out = np.zeros(self.masks.shape, dtype=np.asarray(edge_values).dtype)
+        out[self.masks.astype(bool)] = edge_values
+        return out
+
+    def dense(self, diag, couplings):
+        """Dense symmetric [D, D] numpy matrix from a diagonal map [H, W] and coupling maps."""
+        diag = np.asarray(diag)
+        d = self.dim
+        out = np.zeros((d, d), dtype=diag.dtype)
+        out[np.arange(d), np.arange(d)] = diag.reshape(-1)
+        values = self.couplings_to_edges(couplings)
+        out[self.rows, self.cols] = values
+        out[self.cols, self.rows] = values
+        return out
+
+    def from_dense(self, matrix):
+        """(diag [H, W], couplings [n_offsets, H, W]) read off a dense matrix on the pattern."""
+        matrix = np.asarray(matrix)
+        diag = np.diag(matrix).reshape(self.height, self.width)
+        return diag, self.edges_to_couplings(matrix[self.rows, self.cols])
+
+
+def grid_pattern(height, width, neighbourhood=4):
+    """Builds the `GridPattern` of an H x W grid with 4- or 8-connected neighbours.
+
+    Args:
+      height, width: positive ints, the image shape.
+      neighbourhood: 4 or 8.
+
+    Returns:
+      A `GridPattern`.
+
+    Raises:
+      ValueError: if the shape is not positive or the neighbourhood is not 4 or 8.
+    """
+    neighbourhood = check_neighbourhood(neighbourhood)
+    if height < 1 or width < 1:
+        raise ValueError(f"grid shape must be positive, got {height} x {width}")
+    offsets = OFFSETS[neighbourhood]
+    r, c = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    masks, rows, cols = [], [], []
+    for dr, dc in offsets:
+        valid = (r + dr >= 0) & (r + dr < height) & (c + dc >= 0) & (c + dc < width)
+        masks.append(valid)
+        rows.append((r * width + c)[valid])
+        cols.append(((r + dr) * width + (c + dc))[valid])
+    return GridPattern(
+        height=height,
+        width=width,
+        neighbourhood=neighbourhood,
+        offsets=offsets,
+        masks=np.stack(masks).astype(np.float32),
+        rows=np.concatenate(rows).astype(np.int64),
+        cols=np.concatenate(cols).astype(np.int64),
+    )

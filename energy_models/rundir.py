@@ -1,0 +1,58 @@
+"""Run directories: resolved configuration, metrics and figures beside the TensorBoard logs.
+
+Layout of a run directory (open the parent folder with `tensorboard --logdir runs`):
+
+    config.json     the resolved configuration (every flag, defaults included)
+    metrics.json    machine-readable results
+    figures/*.png   the figures that also go to TensorBoard
+    train/, eval/   TensorBoard event files (training curves; final evaluation, samples and maps)
+"""
+
+import json
+import os
+import pathlib
+import uuid
+
+import numpy as np
+
+from energy_models.errors import UserError
+
+_RUN_FILES = {"config.json", "metrics.json", "figures", "train", "eval", "validation", "checkpoints"}
+
+
+def write_json_atomically(path, data):
+    """Writes JSON to a temporary file beside `path` and renames it, so a kill never leaves half a file."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    os.replace(tmp, path)
+    return str(path)
+
+
+def _jsonable(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, pathlib.Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def prepare_run_dir(path, overwrite=False):
+    """Creates the run directory; refuses one that holds files that are not a run's, unless `overwrite`.
+
+    Raises:
+      UserError: when `path` is a file, or a non-empty folder that does not look like a run directory.
+    """
+    path = pathlib.Path(path)
+    if path.is_file():
+        raise UserError(f"run directory {path} is a file; choose another --run-dir")
+    if path.is_dir() and not overwrite:
+        foreign = [p.name for p in path.iterdir() if p.name not in _RUN_FILES]
+        if foreign:
+            raise UserError(f"run directory {path} exists and holds other files ({', '.join(sorted(foreign)[:3])}); "
+                            f"choose another --run-dir or pass --overwrite")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,1 @@
+"""Command-line trainers: python -m train.gaussian (and, later, train.dem, train.score)."""
