@@ -230,6 +230,8 @@ def broken_files(tmp_path):
                          train_positions=np.zeros((5, 3), np.int32),
                          heldout_positions=np.zeros((5, 3), np.int32))
     patch_set.save(tmp_path / "nan.npz")
+    patch_set.heldout, patch_set.heldout_positions = good, np.zeros((4, 3), np.int32)
+    patch_set.save(tmp_path / "damaged.npz")
 
 
 @pytest.mark.parametrize("name, match", [
@@ -239,6 +241,7 @@ def broken_files(tmp_path):
     ("narrow.npy", "has 100 features, but 784 .28x28 patches. are expected"),
     ("ints.npy", "dtype uint8, but float patches of shape"),
     ("other.npz", "other.npz is not a patch file written by PatchSet.save"),
+    ("damaged.npz", r"damaged.npz is a damaged patch file \('heldout_positions' is not of shape \[5, 3\]\)"),
     ("text.npz", "text.npz is not a patch file"),
 ])
 def test_bad_patch_files_raise(tmp_path, name, match):

@@ -225,15 +225,20 @@ def load_patch_set(path: Union[str, os.PathLike], patch_size: int = PATCH_SIZE) 
             or inf.
     """
     data = _read(path)
-    if not isinstance(data, dict) or data.get("format") != PATCH_FILE_FORMAT:
+    if not isinstance(data, dict) or str(data.get("format", "")) != PATCH_FILE_FORMAT:
         raise UserError(f"{path} is not a patch file written by PatchSet.save; re-create it with "
                         "make_patch_set(...).save(path)")
-    missing = [name for name in _ARRAYS if name not in data]
-    if missing:
-        raise UserError(f"{path} is an incomplete patch file (no '{missing[0]}'); re-create it with "
+    problems = [f"no '{name}'" for name in _ARRAYS if name not in data]
+    if not problems:
+        for split in ("train", "heldout"):
+            data[split] = _checked(data[split], path, split, patch_size)
+            if data[f"{split}_positions"].shape != (len(data[split]), 3):
+                problems.append(f"'{split}_positions' is not of shape [{len(data[split])}, 3]")
+        if data["is_heldout"].shape != data["image_names"].shape:
+            problems.append("'is_heldout' and 'image_names' differ in length")
+    if problems:
+        raise UserError(f"{path} is a damaged patch file ({problems[0]}); re-create it with "
                         "make_patch_set(...).save(path)")
-    for split in ("train", "heldout"):
-        data[split] = _checked(data[split], path, split, patch_size)
     return PatchSet(train=data["train"], heldout=data["heldout"],
                     image_names=data["image_names"].astype(str), is_heldout=data["is_heldout"].astype(bool),
                     train_positions=data["train_positions"], heldout_positions=data["heldout_positions"],
