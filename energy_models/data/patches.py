@@ -1,0 +1,305 @@
+"""Random 28x28 patches of photographs, a held-out split made of whole images, and patch files.
+
+Positions are drawn uniformly from all valid patch positions of all images, so an H x W image receives
+patches in proportion to its (H - p + 1)(W - p + 1) valid positions (p = patch size). The held-out split
+is a set of whole images: no held-out patch overlaps a training image.
+"""
+
+import os
+import secrets
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+
+from energy_models.data.images import GrayImage, Source, load_images
+from energy_models.errors import UserError
+
+PATCH_SIZE = 28
+
+# Written into every patch file so that any other .npz is recognised as "not a patch file".
+PATCH_FILE_FORMAT = "energy_models.patch_set.v1"
+
+_ARRAYS = ("train", "heldout", "image_names", "is_heldout", "train_positions", "heldout_positions",
+           "patch_size", "seed", "source")
+
+
+def valid_positions(shape: Sequence[int], patch_size: int = PATCH_SIZE) -> int:
+    """Number of top-left corners at which a patch fits: (H - p + 1)(W - p + 1), 0 if it does not fit."""
+    return max(shape[0] - patch_size + 1, 0) * max(shape[1] - patch_size + 1, 0)
+
+
+def extract_patches(images: Sequence[Union[np.ndarray, GrayImage]], num_patches: int,
+                    patch_size: int = PATCH_SIZE, seed: Union[int, np.random.SeedSequence] = 0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Cuts patches at uniformly random positions of a list of grayscale images.
+
+    Args:
+        images: 2-D arrays [H, W] (or `GrayImage`s) with values in [0, 1].
+        num_patches: number of patches n.
+        patch_size: side p of the square patches.
+        seed: seed of the numpy Generator; the same seed and images give the same patches.
+
+    Returns:
+        patches: float32 [n, p * p], each patch flattened row-major.
+        positions: int32 [n, 3], rows (image index, top row, left column).
+
+    Raises:
+        UserError: no image is at least p x p, or num_patches is not a positive integer.
+
+    With V_i = (H_i - p + 1)(W_i - p + 1) and V = sum_i V_i, each patch's top-left corner is drawn
+    uniformly from the V positions (with replacement), so image i gets Multinomial(n, V_i / V) patches.
+    The patches come out in random order, ready to be batched without shuffling.
+    """
+    _check_count("num_patches", num_patches)
+    pixels = [np.asarray(getattr(image, "pixels", image)) for image in images]
+    counts = np.array([valid_positions(p.shape, patch_size) for p in pixels], dtype=np.int64)
+    if counts.sum() == 0:
+        raise UserError(f"no image is at least {patch_size}x{patch_size} pixels; provide larger images")
+    rng = np.random.default_rng(seed)
+    flat = rng.integers(0, counts.sum(), size=num_patches)
+    image = np.searchsorted(np.cumsum(counts), flat, side="right")
+    offset = flat - (np.cumsum(counts) - counts)[image]
+    widths = np.array([p.shape[1] - patch_size + 1 for p in pixels], dtype=np.int64)
+    rows, cols = np.divmod(offset, np.maximum(widths, 1)[image])
+
+    patches = np.empty((num_patches, patch_size * patch_size), dtype=np.float32)
+    order = np.argsort(image, kind="stable")
+    starts = np.searchsorted(image[order], np.arange(len(pixels) + 1))
+    for i, array in enumerate(pixels):
+        idx = order[starts[i]:starts[i + 1]]
+        if idx.size:
+            windows = np.lib.stride_tricks.sliding_window_view(array, (patch_size, patch_size))
+            patches[idx] = windows[rows[idx], cols[idx]].reshape(idx.size, -1)
+    positions = np.stack([image, rows, cols], axis=1).astype(np.int32)
+    return patches, positions
+
+
+@dataclass(repr=False)
+class PatchSet:
+    """Training and held-out patches cut from disjoint sets of whole images.
+
+    Attributes:
+        train, heldout: float32 [n_train, p * p] and [n_heldout, p * p] in [0, 1].
+        image_names: names of all usable images, sorted.
+        is_heldout: bool [n_images], True for the images of the held-out split.
+        train_positions, heldout_positions: int32 [n, 3] rows (index into image_names, top, left).
+        patch_size, seed, source: how the set was made.
+    """
+
+    train: np.ndarray
+    heldout: np.ndarray
+    image_names: np.ndarray
+    is_heldout: np.ndarray
+    train_positions: np.ndarray
+    heldout_positions: np.ndarray
+    patch_size: int = PATCH_SIZE
+    seed: int = 0
+    source: str = ""
+
+    @property
+    def train_images(self) -> list[str]:
+        return [str(n) for n in self.image_names[~self.is_heldout]]
+
+    @property
+    def heldout_images(self) -> list[str]:
+        return [str(n) for n in self.image_names[self.is_heldout]]
+
+    def __repr__(self) -> str:
+        return (f"PatchSet(train={self.train.shape}, heldout={self.heldout.shape}, "
+                f"images={len(self.train_images)}+{len(self.heldout_images)}, "
+                f"patch_size={self.patch_size}, seed={self.seed}, source={self.source!r})")
+
+    def save(self, path: Union[str, os.PathLike]) -> None:
+        """Writes the set to an .npz file atomically (temporary file in the same folder, then os.replace).
+
+        A reader never sees a half-written file, and a crash leaves any previous file intact.
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
+        try:
+            with open(temporary, "xb") as handle:
+                np.savez(handle, format=np.asarray(PATCH_FILE_FORMAT), **arrays)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+
+
+def make_patch_set(source: Source, num_patches: int, seed: int = 0, heldout_fraction: float = 0.2,
+                   heldout_images: Union[int, Sequence[str], None] = None,
+                   patch_size: int = PATCH_SIZE) -> PatchSet:
+    """Loads photographs, holds out whole images, and cuts training and held-out patches.
+
+    Args:
+        source: a folder, glob pattern, image file or list of files (see `images.find_image_files`).
+        num_patches: total number of patches N, training plus held-out.
+        seed: seeds the choice of held-out images and both patch draws (independent streams).
+        heldout_fraction: share f of the images held out, used when heldout_images is None.
+        heldout_images: a number k of images to hold out, or the names of the images to hold out.
+        patch_size: side p of the patches.
+
+    Returns:
+        A `PatchSet`.
+
+    Raises:
+        UserError: bad source, no usable image, a bad count or fraction, unknown held-out names, or too
+            few images to hold some out while keeping one for training.
+
+    Images are sorted by name and k = round(f * n_images) of them (at least 1 when f > 0) are chosen at
+    random with the seed, so the split depends only on the seed and the set of image names. The N patches
+    are divided between the splits in proportion to their valid positions,
+        N_heldout = round(N * V_heldout / (V_train + V_heldout)),  N_train = N - N_heldout,
+    so both splits are sampled at the same density, as if the N positions were drawn from all images.
+    """
+    _check_count("num_patches", num_patches)
+    images = load_images(source, min_size=patch_size)
+    names = np.array([image.name for image in images])
+    # Independent streams: changing the number of patches never changes which images are held out.
+    split_seed, train_seed, heldout_seed = np.random.SeedSequence(seed).spawn(3)
+    heldout = _choose_heldout(names, heldout_fraction, heldout_images, split_seed)
+    counts = np.array([valid_positions(image.pixels.shape, patch_size) for image in images])
+    num_heldout = int(round(num_patches * counts[heldout].sum() / counts.sum()))
+    splits = {}
+    for key, mask, count, stream in (("train", ~heldout, num_patches - num_heldout, train_seed),
+                                     ("heldout", heldout, num_heldout, heldout_seed)):
+        members = np.flatnonzero(mask)
+        if count == 0 or members.size == 0:
+            splits[key] = (np.zeros((0, patch_size ** 2), np.float32), np.zeros((0, 3), np.int32))
+            continue
+        patches, positions = extract_patches([images[i] for i in members], count, patch_size, stream)
+        positions[:, 0] = members[positions[:, 0]]  # index into the full list of images
+        splits[key] = (patches, positions)
+    return PatchSet(train=splits["train"][0], heldout=splits["heldout"][0], image_names=names,
+                    is_heldout=heldout, train_positions=splits["train"][1],
+                    heldout_positions=splits["heldout"][1], patch_size=patch_size, seed=seed,
+                    source=str(source))
+
+
+def _choose_heldout(names: np.ndarray, fraction: float, heldout_images, seed) -> np.ndarray:
+    count = len(names)
+    if heldout_images is not None and not isinstance(heldout_images, (int, np.integer)):
+        wanted = [str(n) for n in heldout_images]
+        unknown = sorted(set(wanted) - set(names.tolist()))
+        if unknown:
+            raise UserError(f"held-out image {unknown[0]} is not among the {count} usable images; "
+                            "give names relative to the source, e.g. " + str(names[0]))
+        mask = np.isin(names, wanted)
+        k = int(mask.sum())
+    else:
+        if heldout_images is None:
+            if not 0.0 <= fraction < 1.0:
+                raise UserError(f"heldout_fraction must be in [0, 1), got {fraction}; pass e.g. 0.2")
+            k = int(np.floor(fraction * count + 0.5))
+            k = max(k, 1) if fraction > 0 else 0
+        else:
+            k = int(heldout_images)
+            if k < 0:
+                raise UserError(f"heldout_images must be >= 0, got {k}; pass e.g. 5")
+        mask = np.zeros(count, dtype=bool)
+        mask[np.random.default_rng(seed).permutation(count)[:k]] = True
+    if k >= count:
+        raise UserError(f"cannot hold out {k} of {count} usable images and keep one for training; "
+                        "add images or hold out fewer")
+    return mask
+
+
+def load_patch_set(path: Union[str, os.PathLike], patch_size: int = PATCH_SIZE) -> PatchSet:
+    """Reads a patch file written by `PatchSet.save` and checks it.
+
+    Args:
+        path: the .npz file.
+        patch_size: the side p the caller expects; the patches must have p * p values.
+
+    Returns:
+        The `PatchSet`.
+
+    Raises:
+        UserError: the file is missing, is not a patch file, has patches of another width, or holds NaN
+            or inf.
+    """
+    data = _read(path)
+    if not isinstance(data, dict) or str(data.get("format", "")) != PATCH_FILE_FORMAT:
+        raise UserError(f"{path} is not a patch file written by PatchSet.save; re-create it with "
+                        "make_patch_set(...).save(path)")
+    problems = [f"no '{name}'" for name in _ARRAYS if name not in data]
+    if not problems:
+        for split in ("train", "heldout"):
+            data[split] = _checked(data[split], path, split, patch_size)
+            if data[f"{split}_positions"].shape != (len(data[split]), 3):
+                problems.append(f"'{split}_positions' is not of shape [{len(data[split])}, 3]")
+        if data["is_heldout"].shape != data["image_names"].shape:
+            problems.append("'is_heldout' and 'image_names' differ in length")
+    if problems:
+        raise UserError(f"{path} is a damaged patch file ({problems[0]}); re-create it with "
+                        "make_patch_set(...).save(path)")
+    return PatchSet(train=data["train"], heldout=data["heldout"],
+                    image_names=data["image_names"].astype(str), is_heldout=data["is_heldout"].astype(bool),
+                    train_positions=data["train_positions"], heldout_positions=data["heldout_positions"],
+                    patch_size=int(data["patch_size"]), seed=int(data["seed"]), source=str(data["source"]))
+
+
+def load_patch_array(path: Union[str, os.PathLike], split: str = "heldout",
+                     patch_size: int = PATCH_SIZE) -> np.ndarray:
+    """Reads patches to score: an .npy array [n, p * p], or one split of a patch file (.npz).
+
+    Args:
+        path: an .npy file of shape [n, p * p], or an .npz written by `PatchSet.save`.
+        split: for an .npz, "heldout" or "train".
+        patch_size: the side p the caller expects.
+
+    Returns:
+        float32 [n, p * p].
+
+    Raises:
+        UserError: missing file, not a patch array, wrong width, or NaN / inf values.
+    """
+    if split not in ("train", "heldout"):
+        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+    data = _read(path)
+    if isinstance(data, dict):
+        return getattr(load_patch_set(path, patch_size), split)
+    return _checked(data, path, "the array", patch_size)
+
+
+def _check_count(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise UserError(f"{name} must be a positive whole number, got {value!r}; pass e.g. 50000")
+
+
+def _read(path) -> Union[np.ndarray, dict]:
+    """Loads an .npy (array) or .npz (dict of arrays) without pickle, as a UserError on any failure."""
+    if not Path(path).is_file():
+        raise UserError(f"patch file {path} does not exist; create it with make_patch_set(...).save(path) "
+                        "or check the path")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):
+            with loaded:
+                return {name: loaded[name] for name in loaded.files}
+        return loaded
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise UserError(f"{path} is not a patch file (.npz from PatchSet.save or .npy of shape "
+                        f"[n, {PATCH_SIZE ** 2}]): {str(error).splitlines()[0]}") from error
+
+
+def _checked(array: np.ndarray, path, what: str, patch_size: int) -> np.ndarray:
+    width = patch_size * patch_size
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+        raise UserError(f"{what} in {path} has shape {array.shape} and dtype {array.dtype}, but float "
+                        f"patches of shape [n, {width}] are expected")
+    if array.shape[1] != width:
+        raise UserError(f"{what} in {path} has {array.shape[1]} features, but {width} "
+                        f"({patch_size}x{patch_size} patches) are expected; re-create the file with "
+                        f"patch_size={patch_size}")
+    bad = array.size - int(np.isfinite(array).sum())
+    if bad:
+        raise UserError(f"{what} in {path} contains {bad} NaN or inf values; re-create the file "
+                        "from the photographs")
+    return array.astype(np.float32, copy=False)
