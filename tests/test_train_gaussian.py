@@ -1,0 +1,109 @@
+"""python -m train.gaussian end to end on real MNIST, and its one-line errors on bad input."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing import event_accumulator
+
+from energy_models.data import mnist
+from energy_models.errors import DataUnavailableError, NotPositiveDefiniteError
+from train import _cli
+from train import gaussian as gaussian_cli
+
+
+def run_cli(argv, capsys):
+    code = _cli.run_main(gaussian_cli.main, argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def tensorboard_tags(folder):
+    acc = event_accumulator.EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_mle_end_to_end_on_real_mnist(tmp_path, capsys, tfds_data_dir):
+    run_dir, export_dir = tmp_path / "run", tmp_path / "model"
+    code, out, err = run_cli(["--estimator", "mle", "--data-dir", tfds_data_dir, "--limit", "20000",
+                              "--run-dir", str(run_dir), "--export-dir", str(export_dir)], capsys)
+    assert code == 0, err
+    assert "mle on mnist, 4 neighbours, 2296 parameters" in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("dataset", "estimator", "neighbourhood", "n_params", "train_log_likelihood",
+                "test_log_likelihood", "log_z_analytic", "log_z_estimate", "seconds"):
+        assert key in metrics
+    assert metrics["log_z_estimate"] is None and metrics["smallest_eigenvalue"] > 0
+    # 20,000 training images: the held-out value sits a little below the full-data 362.5.
+    assert 340 < metrics["test_log_likelihood"] < 366
+    assert -760 < metrics["log_z_analytic"] < -740
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["neighbourhood"] == 4 and config["export_dir"] == str(export_dir)
+    for name in ("samples.png", "precision_maps.png", "test_data.png"):
+        assert (run_dir / "figures" / name).stat().st_size > 1000
+    # TensorBoard's own reader finds the promised scalars and images.
+    train = tensorboard_tags(run_dir / "train")
+    assert "loss" in train.Tags()["tensors"]
+    losses = [tf.make_ndarray(e.tensor_proto) for e in train.Tensors("loss")]
+    assert losses[-1] < losses[0]  # Newton steps lower the negative log-likelihood.
+    evaluation = tensorboard_tags(run_dir / "eval")
+    tags = evaluation.Tags()["tensors"]
+    for tag in ("samples", "precision_maps", "test_log_likelihood", "log_z_analytic"):
+        assert tag in tags
+    ll = tf.make_ndarray(evaluation.Tensors("test_log_likelihood")[0].tensor_proto)
+    assert ll == pytest.approx(metrics["test_log_likelihood"], rel=1e-5)
+    # The SavedModel scores raw pixels like the run's own evaluation.
+    loaded = tf.saved_model.load(str(export_dir))
+    data = mnist.load_noisy_mnist(0.1, 0, tfds_data_dir, limit=20000)
+    test_ll = float(np.mean(loaded.log_prob(tf.constant(data.test)).numpy()))
+    assert test_ll == pytest.approx(metrics["test_log_likelihood"], abs=1e-2)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--neighbourhood", "6"], "argument --neighbourhood: invalid choice: 6"),
+    (["--estimator", "bogus"], "argument --estimator: invalid choice: 'bogus'"),
+    (["--noise-std", "-1"], "--noise-std must be >= 0, got -1.0"),
+    (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+    (["--batch-size", "abc"], "argument --batch-size: invalid int value: 'abc'"),
+    (["--learning-rate", "0"], "--learning-rate must be > 0, got 0.0"),
+])
+def test_bad_flags_give_one_line_and_nonzero_exit(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli.run_main(gaussian_cli.main, argv + ["--run-dir", str(tmp_path / "r")])
+        raise SystemExit(2)  # Range errors return 2 instead of exiting: treat both alike.
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_mnist_unavailable_offline_fails_fast_with_instructions(tmp_path, capsys):
+    start = time.monotonic()
+    code, out, err = run_cli(["--data-dir", str(tmp_path / "empty"), "--run-dir", str(tmp_path / "r"),
+                              "--export-dir", str(tmp_path / "m")], capsys)
+    assert time.monotonic() - start < 30
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "MNIST is not prepared in" in err and "TFDS_DATA_DIR or --data-dir" in err
+    assert "downloads/manual" in err and "train-images-idx3-ubyte.gz" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_user_errors_become_one_line(capsys):
+    def failing(argv):
+        raise NotPositiveDefiniteError("the precision matrix is not positive definite (smallest "
+                                       "eigenvalue -1); refit")
+
+    assert _cli.run_main(failing) == 2
+    err = capsys.readouterr().err
+    assert err == "error: the precision matrix is not positive definite (smallest eigenvalue -1); refit\n"
+
+
+def test_run_dir_holding_other_files_is_refused(tmp_path, capsys):
+    (tmp_path / "thesis.tex").write_text("mine")
+    code, _, err = run_cli(["--run-dir", str(tmp_path)], capsys)
+    assert code == 2 and "holds other files (thesis.tex); choose another --run-dir" in err
+    assert (tmp_path / "thesis.tex").read_text() == "mine"
+
