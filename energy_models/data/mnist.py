@@ -132,16 +132,13 @@ class NoisyMnist:
 
     def covariance(self):
         """S = Cov(pixels / 255) + noise_std^2 I, float64 [784, 784]: the exact covariance of the
-        noisy training distribution, with the noise integrated out."""
-        d = self.dim
-        s = np.zeros((d, d))
-        # Accumulated in float64 chunks: the float64 copy of the whole split would cost 376 MB.
-        for start in range(0, len(self.train_pixels), 10_000):
-            centred = self.train_pixels[start:start + 10_000].astype(np.float64) - self.mean
-            s += centred.T @ centred
-        s /= len(self.train_pixels)
-        s[np.diag_indices_from(s)] += self.noise_std ** 2
-        return s
+        noisy training distribution, with the noise integrated out (computed once)."""
+        if getattr(self, "_covariance", None) is None:
+            from energy_models.whitening import mean_and_covariance
+
+            self._covariance = mean_and_covariance(self.train_pixels)[1]
+            self._covariance[np.diag_indices_from(self._covariance)] += self.noise_std ** 2
+        return self._covariance
 
     def noisy_train(self, seed):
         """One noise draw of the training split, float32 [n_train, 784]."""

@@ -12,7 +12,7 @@ import numpy as np
 from energy_models import export, figures, rundir
 from energy_models.errors import UserError
 from energy_models.gaussian import (LOG_2PI, GridGaussian, average_log_likelihood,
-                                    expected_log_likelihood)
+                                    expected_log_likelihood, full_covariance_log_likelihood)
 
 
 def _help(text, **kwargs):
@@ -23,8 +23,8 @@ def _help(text, **kwargs):
 class GaussianConfig:
     """Every setting of `python -m train.gaussian` (each field is a command-line flag)."""
 
-    dataset: str = _help("data to model: mnist (Exercise 1)", default="mnist",
-                         meta={"choices": ("mnist",)})
+    dataset: str = _help("data to model: mnist (Exercise 1) or patches of photographs (Exercise 2)",
+                         default="mnist", meta={"choices": ("mnist", "patches")})
     estimator: str = _help("how Lambda is estimated: mle (exact maximum likelihood)", default="mle",
                            meta={"choices": ("mle",)})
     neighbourhood: int = _help("grid couplings: 4 or 8 neighbours", default=4,
@@ -40,6 +40,16 @@ class GaussianConfig:
     data_dir: str = _help("tensorflow-datasets data folder (default: $TFDS_DATA_DIR or "
                           "~/tensorflow_datasets)", default=None)
     limit: int = _help("use only the first N examples of each split (quick runs)", default=None)
+    images: str = _help("patches: a folder (searched recursively), glob or file of photographs "
+                        "(default: photographs shipped with scikit-image)", default=None)
+    num_patches: int = _help("patches: number of 28x28 patches to cut (training + held-out)",
+                             default=50_000)
+    patches: str = _help("patches: load this .npz patch set instead of cutting new patches",
+                         default=None)
+    heldout_fraction: float = _help("patches: fraction of the images held out (whole images)",
+                                    default=0.2)
+    whiten_epsilon: float = _help("patches: regulariser added to covariance eigenvalues for the ZCA "
+                                  "and PCA whitening figures", default=1e-4)
     run_dir: str = _help("where TensorBoard logs, config.json, metrics.json and figures go "
                          "(default: runs/gaussian-DATASET-ESTIMATOR-nNEIGHBOURHOOD)", default=None)
     export_dir: str = _help("where the SavedModel goes (default: "
@@ -60,6 +70,10 @@ class GaussianConfig:
             ("--learning-rate", self.learning_rate, self.learning_rate > 0, "must be > 0"),
             ("--limit", self.limit, self.limit is None or self.limit >= 2, "must be at least 2"),
             ("--neighbourhood", self.neighbourhood, self.neighbourhood in (4, 8), "must be 4 or 8"),
+            ("--num-patches", self.num_patches, self.num_patches >= 2, "must be at least 2"),
+            ("--heldout-fraction", self.heldout_fraction, 0 < self.heldout_fraction < 1,
+             "must be between 0 and 1"),
+            ("--whiten-epsilon", self.whiten_epsilon, self.whiten_epsilon > 0, "must be > 0"),
         ]
         for flag, value, ok, rule in checks:
             if not ok:
@@ -70,11 +84,28 @@ class GaussianConfig:
         return self
 
 
-def load_dataset(config):
-    """The dataset named by `config.dataset` (an object with train_pixels, test, mean, covariance())."""
-    from energy_models.data.mnist import load_noisy_mnist
+def load_dataset(config, run_dir):
+    """The dataset named by `config.dataset`: an object with train_pixels, test, mean, covariance().
 
-    return load_noisy_mnist(config.noise_std, config.seed, config.data_dir, config.limit)
+    For patches, the patch set is loaded from `--patches` or cut from `--images` and saved to
+    RUN_DIR/patches.npz, so that later models can train and be scored on exactly the same patches.
+    """
+    if config.dataset == "mnist":
+        from energy_models.data.mnist import load_noisy_mnist
+
+        return load_noisy_mnist(config.noise_std, config.seed, config.data_dir, config.limit)
+    from energy_models.data import patches
+    from energy_models.data.arrays import ArrayData
+    from energy_models.data.images import default_image_source
+
+    if config.patches:
+        patch_set = patches.load_patch_set(config.patches)
+    else:
+        source = config.images or default_image_source()
+        patch_set = patches.make_patch_set(source, config.num_patches, config.seed,
+                                           config.heldout_fraction)
+        patch_set.save(run_dir / "patches.npz")
+    return ArrayData(patch_set.train[:config.limit], patch_set.heldout[:config.limit])
 
 
 def fit_mle(config, data, model, writer):
@@ -115,15 +146,37 @@ def _summaries(model, data, config, run_dir, writer, metrics):
     maps = figures.precision_maps(diag, couplings, model.pattern.offsets,
                                   run_dir / "figures" / "precision_maps.png",
                                   title=f"{config.estimator}, {config.neighbourhood} neighbours")
+    images = {"samples": sample_grid, "test_data": real_grid}
+    if config.dataset == "patches":
+        images.update(_whitening_figures(model, data, config, run_dir))
     with writer.as_default(step=0):
-        tf.summary.image("samples", sample_grid[None, :, :, None], step=0)
-        tf.summary.image("test_data", real_grid[None, :, :, None], step=0)
+        for name, mosaic in images.items():
+            tf.summary.image(name, mosaic[None, :, :, None], step=0)
         tf.summary.image("precision_maps", maps[None], step=0)
         for key in ("test_log_likelihood", "train_log_likelihood", "log_z_analytic", "log_z_estimate",
-                    "smallest_eigenvalue"):
+                    "smallest_eigenvalue", "full_covariance_test_log_likelihood"):
             if metrics.get(key) is not None:
                 tf.summary.scalar(key, metrics[key], step=0)
     writer.flush()
+
+
+def _whitening_figures(model, data, config, run_dir):
+    """The same held-out patches raw and whitened by ZCA, PCA and the fitted Gaussian (x -> L^T (x - mu))."""
+    from energy_models.whitening import LinearWhitening
+
+    patches = data.test[:64]
+    whitenings = {
+        "zca": LinearWhitening.zca(data.train_pixels, config.whiten_epsilon),
+        "pca": LinearWhitening.pca(data.train_pixels, config.whiten_epsilon),
+        "gaussian": LinearWhitening.from_precision_cholesky(data.mean, model.precision_cholesky()),
+    }
+    out = {}
+    for name, layer in whitenings.items():
+        # Whitened values are unbounded: each patch is rescaled to its own range to be visible.
+        mosaic = figures.image_grid(np.asarray(layer(patches)), scale="each")
+        figures.save_gray_png(run_dir / "figures" / f"whitened_{name}.png", mosaic)
+        out[f"whitened_{name}"] = mosaic
+    return out
 
 
 def train_and_evaluate(config):
@@ -143,7 +196,7 @@ def train_and_evaluate(config):
     rundir.write_json_atomically(run_dir / "config.json", dataclasses.asdict(config))
     tf.keras.utils.set_random_seed(config.seed)
 
-    data = load_dataset(config)
+    data = load_dataset(config, run_dir)
     model = GridGaussian(28, 28, config.neighbourhood)
     model.set_mean(data.mean)
     train_writer = tf.summary.create_file_writer(str(run_dir / "train"))
@@ -164,6 +217,8 @@ def train_and_evaluate(config):
         "test_log_likelihood": average_log_likelihood(model, data.test),
         "log_z_analytic": log_z,
         "smallest_eigenvalue": model.smallest_eigenvalue(),
+        "full_covariance_test_log_likelihood": full_covariance_log_likelihood(
+            data.test, data.mean, data.covariance()),
         "seconds": seconds,
         **extras,
     }

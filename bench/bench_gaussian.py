@@ -1,0 +1,86 @@
+"""Benchmarks of issue 2: the exact `mle` fit on full MNIST, and the operator's matmul against dense.
+
+    python -m bench.bench_gaussian --data-dir ../shared/data/tensorflow_datasets [--repeats 3]
+
+Prints one JSON line per measurement. Timings are medians; the MLE time excludes loading the data
+(but includes forming S, the compilation of the Hessian kernel and the Newton iterations).
+"""
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from bench._common import machine, peak_rss_mb, timed  # noqa: E402
+from energy_models import grid  # noqa: E402
+from energy_models.data.mnist import load_noisy_mnist  # noqa: E402
+from energy_models.estimators.mle import fit_grid_mle  # noqa: E402
+from energy_models.gaussian import GridGaussian, average_log_likelihood  # noqa: E402
+from energy_models.operators import LinearOperatorGridPrecision  # noqa: E402
+
+
+def bench_mle(data, neighbourhood, repeats):
+    pattern = grid.grid_pattern(28, 28, neighbourhood)
+    results = []
+
+    def fit():
+        results.append(fit_grid_mle(data.covariance(), pattern))
+
+    median, times = timed(fit, repeats=repeats, warmup=0)
+    model = GridGaussian(28, 28, neighbourhood)
+    model.set_mean(data.mean)
+    model.precision_layer.set_dense(results[-1].precision)
+    return {"bench": f"mle_n{neighbourhood}", "median_s": median, "times_s": times,
+            "newton_iterations": results[-1].iterations, "max_abs_residual": results[-1].max_abs_residual,
+            "test_log_likelihood": average_log_likelihood(model, data.test),
+            "log_z_analytic": model.log_normalizer()}
+
+
+def bench_matmul(neighbourhood, repeats, batch=1024):
+    pattern = grid.grid_pattern(28, 28, neighbourhood)
+    rng = np.random.default_rng(0)
+    diag = tf.constant(rng.normal(size=(28, 28)), tf.float32)
+    couplings = tf.constant(rng.normal(size=pattern.masks.shape), tf.float32)
+    x = tf.constant(rng.normal(size=(batch, 784)), tf.float32)
+    dense = LinearOperatorGridPrecision(diag, couplings, pattern).to_dense()
+
+    @tf.function(jit_compile=True)
+    def structured(x, diag, couplings):
+        return LinearOperatorGridPrecision(diag, couplings, pattern).apply_rows(x)
+
+    @tf.function(jit_compile=True)
+    def dense_product(x, dense):
+        return tf.matmul(x, dense)
+
+    np.testing.assert_allclose(structured(x, diag, couplings).numpy(), dense_product(x, dense).numpy(),
+                               rtol=1e-3, atol=1e-3)
+    reps = 200
+    t_op, _ = timed(lambda: [structured(x, diag, couplings) for _ in range(reps)][-1].numpy(),
+                    repeats=repeats)
+    t_dense, _ = timed(lambda: [dense_product(x, dense) for _ in range(reps)][-1].numpy(), repeats=repeats)
+    return {"bench": f"matmul_n{neighbourhood}_batch{batch}", "operator_ms": 1e3 * t_op / reps,
+            "dense_ms": 1e3 * t_dense / reps, "speedup": t_dense / t_op}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    for neighbourhood in (4, 8):
+        print(json.dumps(bench_matmul(neighbourhood, args.repeats)), flush=True)
+    start = time.perf_counter()
+    data = load_noisy_mnist(0.1, 0, args.data_dir)
+    print(json.dumps({"bench": "load_mnist", "seconds": time.perf_counter() - start}), flush=True)
+    for neighbourhood in (4, 8):
+        print(json.dumps(bench_mle(data, neighbourhood, args.repeats)), flush=True)
+    print(json.dumps({"bench": "summary", "machine": machine(), "peak_rss_mb": peak_rss_mb()}))
+
+
+if __name__ == "__main__":
+    main()
