@@ -143,3 +143,19 @@ def test_empty_image_folder_is_one_line(tmp_path, capsys):
     code, _, err = run_cli(["--dataset", "patches", "--images", str(tmp_path / "photos"),
                             "--run-dir", str(tmp_path / "r")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+
+
+def test_command_line_prints_exactly_one_line_on_bad_input(tmp_path):
+    """In a real process, TensorFlow's start-up noise must not bury the message."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-m", "train.gaussian", "--dataset", "patches", "--images",
+                          str(tmp_path / "missing"), "--run-dir", str(tmp_path / "r")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        f"error: image source {tmp_path / 'missing'} does not exist; pass a folder, a glob pattern such "
+        f"as 'photos/*.jpg', or an image file"]

@@ -40,9 +40,33 @@ def parser_for(config_cls, prog, description):
     return parser
 
 
+def import_tensorflow_quietly():
+    """Imports TensorFlow and initialises its devices with the C++ start-up lines silenced.
+
+    TensorFlow 2.21 prints "Could not find cuda drivers" and "failed call to cuInit" on machines
+    without a GPU even with TF_CPP_MIN_LOG_LEVEL=3 (they are written before absl logging is set up), so a
+    one-line error message would arrive under four lines of noise. File descriptor 2 is pointed at
+    /dev/null only for the import and the device scan; Python exceptions still propagate.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def run_main(main, argv=None):
     """Runs `main(argv)`; a `UserError` becomes one line on stderr and exit status 2, never a traceback."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Keep TensorFlow's C++ start-up chatter out.
+    import_tensorflow_quietly()
     from energy_models.errors import UserError
 
     try:
