@@ -93,3 +93,26 @@ def precision_maps(diag, couplings, offsets, path=None, title=None):
     maps = [diag] + list(couplings)
     titles = ["diagonal Lambda[i, i]"] + [f"coupling {names[tuple(o)]} {tuple(o)}" for o in offsets]
     return figure_to_array(maps_figure(maps, titles, suptitle=title), path)
+
+
+def histograms(samples, path, title=None, xlabel="log p(x)", bins=60):
+    """Overlaid histograms of several named 1-D samples (e.g. log p per set), written as PNG.
+
+    Values outside the 0.5-99.5% range of all samples pooled are clipped into the end bins, so one
+    far outlier does not squeeze every histogram into one bar.
+    """
+    pooled = np.concatenate([np.asarray(v, np.float64) for v in samples.values()])
+    pooled = pooled[np.isfinite(pooled)]
+    lo, hi = np.percentile(pooled, [0.5, 99.5]) if len(pooled) else (0.0, 1.0)
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, values in samples.items():
+        values = np.clip(np.asarray(values, np.float64), edges[0], edges[-1])
+        ax.hist(values[np.isfinite(values)], bins=edges, alpha=0.5, density=True, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.legend()
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return figure_to_array(fig, path)

@@ -32,7 +32,7 @@ def write_json_atomically(path, data):
 
 
 def _jsonable(value):
-    if isinstance(value, (np.floating, np.integer)):
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()

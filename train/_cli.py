@@ -15,9 +15,9 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _type_of(field):
-    hint = field.type if not isinstance(field.type, str) else field.type
-    return {"int": int, "float": float, "str": str, "bool": bool}.get(
-        hint if isinstance(hint, str) else getattr(hint, "__name__", "str"), str)
+    """The argparse type of a config field: int, float or bool by annotation, str otherwise."""
+    name = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "str")
+    return {"int": int, "float": float, "bool": bool}.get(name, str)
 
 
 def parser_for(config_cls, prog, description):
@@ -34,8 +34,11 @@ def parser_for(config_cls, prog, description):
         kwargs = {"type": kind, "default": field.default, "help": meta.get("help")}
         if "choices" in meta:
             kwargs["choices"] = meta["choices"]
-        if meta.get("nargs"):
-            kwargs["nargs"] = meta["nargs"]
+        for key in ("nargs", "const", "action", "metavar"):
+            if key in meta:
+                kwargs[key] = meta[key]
+        if kwargs.get("action") == "append":
+            kwargs["default"] = None  # argparse appends to a given default; None starts an empty list.
         parser.add_argument(flag, **kwargs)
     return parser
 

@@ -1,0 +1,101 @@
+"""python -m train.score: AUROC, tables on exported models (in a fresh process), one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from energy_models import export, scoring
+from energy_models.gaussian import GridGaussian
+from tests.conftest import ROOT
+from train import _cli
+from train import score as score_cli
+
+
+def test_auroc_matches_direct_pairwise_count():
+    rng = np.random.default_rng(0)
+    pos = np.round(rng.normal(1.0, 1.0, 300), 1)  # Rounded: ties occur and must count half.
+    neg = np.round(rng.normal(0.0, 1.0, 200), 1)
+    direct = np.mean((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None]))
+    assert scoring.auroc(pos, neg) == pytest.approx(direct, abs=1e-12)
+    assert scoring.auroc([3, 4], [1, 2]) == 1.0 and scoring.auroc([1, 2], [3, 4]) == 0.0
+
+
+@pytest.fixture(scope="module")
+def gaussian_model_dir(tmp_path_factory):
+    """A small-variance Gaussian around mid-grey exported by the project (784 pixels)."""
+    model = GridGaussian(28, 28, 4, diagonal_init=100.0)
+    model.set_mean(np.full(784, 0.5))
+    path = tmp_path_factory.mktemp("models") / "gaussian"
+    return export.save_atomically(export.gaussian_module(model, {"estimator": "test"}), path)
+
+
+def run_cli(argv, capsys):
+    code = _cli.run_main(score_cli.main, argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_score_table_and_json(gaussian_model_dir, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    near = (0.5 + 0.15 * rng.normal(size=(500, 784))).astype(np.float32)
+    np.save(tmp_path / "near.npy", near)
+    code, out, err = run_cli(["--model", gaussian_model_dir, "--patches", str(tmp_path / "near.npy"),
+                              "--gaussian-samples", gaussian_model_dir, "--num-patches", "300",
+                              "--json", str(tmp_path / "s.json"), "--figures-dir", str(tmp_path)],
+                             capsys)
+    assert code == 0, err
+    report = json.loads((tmp_path / "s.json").read_text())
+    rows = {r["set"]: r for r in report["models"][0]["sets"]}
+    assert rows["patches:near.npy"]["n"] == 500 and rows["gaussian-samples"]["n"] == 300
+    # The model's own samples (variance 1/100) outscore rows of variance 0.15^2: AUROC near 0 means
+    # the first set (the wider rows) scores lower than almost every sample.
+    x_logp = -0.5 * 100 * np.sum((near - 0.5) ** 2, 1) + 784 / 2 * np.log(100 / (2 * np.pi))
+    assert rows["patches:near.npy"]["mean"] == pytest.approx(np.mean(x_logp), rel=1e-4)
+    assert rows["gaussian-samples"]["mean"] == pytest.approx(784 / 2 * (np.log(100 / (2 * np.pi)) - 1),
+                                                             abs=2.0)
+    assert rows["gaussian-samples"]["auroc_vs_first"] < 0.01
+    assert (tmp_path / "log_p_gaussian.png").stat().st_size > 1000
+    assert "AUROC vs first" in out and "gaussian-samples" in out
+
+
+def test_score_in_fresh_process(gaussian_model_dir, tmp_path):
+    np.save(tmp_path / "x.npy", np.full((10, 784), 0.5, np.float32))
+    out = subprocess.run([sys.executable, "-m", "train.score", "--model", gaussian_model_dir,
+                          "--patches", str(tmp_path / "x.npy"), "--json", str(tmp_path / "s.json"),
+                          "--figures-dir", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = json.loads((tmp_path / "s.json").read_text())["models"][0]["sets"][0]
+    assert row["mean"] == pytest.approx(784 / 2 * np.log(100 / (2 * np.pi)), rel=1e-5)
+
+
+def test_bad_inputs_give_one_line(gaussian_model_dir, tmp_path, capsys):
+    foreign = tf.Module()
+    foreign.f = tf.function(lambda x: x * 2, input_signature=[tf.TensorSpec([None], tf.float32)])
+    tf.saved_model.save(foreign, str(tmp_path / "foreign"))
+    np.save(tmp_path / "narrow.npy", np.zeros((5, 100), np.float32))
+    nan = np.zeros((5, 784), np.float32)
+    nan[2, 3] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    cases = [
+        (["--model", str(tmp_path / "foreign"), "--patches", str(tmp_path / "narrow.npy")],
+         "is a SavedModel but not an energy_models model: it lacks log_prob"),
+        (["--model", str(tmp_path / "nowhere"), "--patches", str(tmp_path / "narrow.npy")],
+         "cannot load a SavedModel from"),
+        (["--model", gaussian_model_dir, "--patches", str(tmp_path / "narrow.npy")], "100"),
+        (["--model", gaussian_model_dir, "--patches", str(tmp_path / "nan.npy")], "NaN"),
+        (["--model", gaussian_model_dir], "nothing to score"),
+        (["--patches", str(tmp_path / "nan.npy")], "no model given; pass --model DIR"),
+    ]
+    for argv, message in cases:
+        code, _, err = run_cli(argv + ["--figures-dir", str(tmp_path)], capsys)
+        assert code == 2, (argv, err)
+        assert message in err and len(err.strip().splitlines()) == 1, (argv, err)
+    with pytest.raises(Exception, match="X|features|expects"):
+        scoring.check_rows(np.zeros((2, 100)), 784, "set x")
+    with pytest.raises(Exception, match="set x has 100 features, but the model expects 784"):
+        scoring.check_rows(np.zeros((2, 100)), 784, "set x")
