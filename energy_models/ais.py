@@ -1,0 +1,166 @@
+"""Annealed importance sampling (AIS) of log Z, forward and reverse, with tensorflow-probability.
+
+Forward AIS (Neal, 2001) anneals from a normalised Gaussian base p_0 to the unnormalised target f along
+the path log pi_beta = (1 - beta) log p_0 + beta log f, beta = 1/T, ..., 1 (TFP's linear schedule), with one
+HMC transition per temperature. Its log-weights w_n give
+
+    log Z_fwd = log (1/N) sum_n exp(w_n),    E[log Z_fwd] <= log Z          (Jensen: a stochastic lower bound).
+
+Reverse AIS starts from samples of the target and anneals back to the base; its weights estimate
+Z_0 / Z = 1 / Z, so
+
+    log Z_rev = -log (1/N) sum_n exp(w_n),   E[log Z_rev] >= log Z          (a stochastic upper bound)
+
+when the starting samples are exact (Grosse, Ghahramani and Adams, "Sandwiching the marginal likelihood
+using bidirectional Monte Carlo", 2015). When the two agree, AIS has converged; a gap says by how much
+it may be off, and that more steps are needed. The Monte Carlo standard error of log Z_fwd is the delta
+method's std(exp(w)) / (sqrt(N) mean(exp(w))), computed from weights shifted by their maximum (no
+overflow).
+"""
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+
+@dataclasses.dataclass
+class AISEstimate:
+    """log Z with its standard error, the per-chain log-weights and the mean HMC acceptance."""
+
+    log_z: float
+    stderr: float
+    log_weights: np.ndarray
+    acceptance: float
+
+
+def _log_mean_exp_and_stderr(log_weights):
+    w = np.asarray(log_weights, np.float64)
+    w = w[np.isfinite(w)]
+    if w.size == 0:
+        return float("nan"), float("nan")
+    shift = w.max()
+    # exp(w - max) <= 1: the mean and std are computed without overflow.
+    scaled = np.exp(w - shift)
+    mean = scaled.mean()
+    stderr = scaled.std(ddof=1) / (np.sqrt(w.size) * mean) if w.size > 1 else float("inf")
+    return float(shift + np.log(mean)), float(stderr)
+
+
+def _refreshed_kernel_class():
+    import tensorflow_probability as tfp
+
+    class RefreshedKernel(tfp.mcmc.TransitionKernel):
+        """Re-evaluates the current state's log density before each step of the wrapped kernel.
+
+        `sample_annealed_importance_chain` builds a new kernel for every temperature but passes on the
+        previous step's kernel results, whose cached target_log_prob (and gradient) belong to the
+        previous temperature. HMC then compares a proposal at beta_k with the current state at beta_(k-1):
+        the Metropolis ratio is off by (beta_k - beta_(k-1)) (log f - log p_0), which is tens of nats for a
+        784-dimensional model with few steps, and a chain that rejects once never accepts again (TFP
+        issue #1429). Refreshing both values makes every transition leave pi_beta_k invariant, as AIS needs.
+        """
+
+        def __init__(self, inner_kernel, target_log_prob_fn):
+            self._inner = inner_kernel
+            self._fn = target_log_prob_fn
+            self._parameters = dict(inner_kernel=inner_kernel, target_log_prob_fn=target_log_prob_fn)
+
+        @property
+        def inner_kernel(self):
+            return self._inner
+
+        @property
+        def parameters(self):
+            return self._parameters
+
+        @property
+        def is_calibrated(self):
+            return self._inner.is_calibrated
+
+        def bootstrap_results(self, init_state):
+            return self._inner.bootstrap_results(init_state)
+
+        def one_step(self, current_state, previous_kernel_results, seed=None):
+            log_prob, grad = tfp.math.value_and_gradient(self._fn, current_state)
+            adaptation = previous_kernel_results  # SimpleStepSizeAdaptationResults
+            mh = adaptation.inner_results
+            accepted = mh.accepted_results._replace(target_log_prob=log_prob,
+                                                    grads_target_log_prob=[grad])
+            refreshed = adaptation._replace(inner_results=mh._replace(accepted_results=accepted))
+            return self._inner.one_step(current_state, refreshed, seed=seed)
+
+    return RefreshedKernel
+
+
+def _run_chain(proposal_log_prob_fn, target_log_prob_fn, initial_state, num_steps, step_size,
+               leapfrog_steps, seed):
+    import tensorflow_probability as tfp  # Imported on use: TFP pulls in tf_keras.
+
+    refreshed = _refreshed_kernel_class()
+
+    def make_kernel(log_prob_fn):
+        hmc = tfp.mcmc.HamiltonianMonteCarlo(log_prob_fn, step_size=step_size,
+                                             num_leapfrog_steps=leapfrog_steps)
+        # The step size adapts towards 65% acceptance as the temperature changes.
+        adaptive = tfp.mcmc.SimpleStepSizeAdaptation(hmc, num_adaptation_steps=num_steps,
+                                                     target_accept_prob=0.65)
+        return refreshed(adaptive, log_prob_fn)
+
+    # Not XLA-compiled: XLA's CPU triangular solve (the base's log_prob) compiles for minutes and runs
+    # slower than TensorFlow's kernel here (measured: 89 s against 3 s for 10 steps at D = 784).
+    @tf.function
+    def run(state, seed):
+        _, log_weights, results = tfp.mcmc.sample_annealed_importance_chain(
+            num_steps=num_steps, proposal_log_prob_fn=proposal_log_prob_fn,
+            target_log_prob_fn=target_log_prob_fn, current_state=state, make_kernel_fn=make_kernel,
+            seed=seed)
+        mh = results.inner_results.inner_results
+        accept = tf.reduce_mean(tf.minimum(1.0, tf.exp(mh.log_accept_ratio)))
+        return log_weights, accept
+
+    return run(initial_state, tf.constant(seed, tf.int32))
+
+
+def base_gaussian(loc, covariance):
+    """A `tfp` MultivariateNormalTriL base from a mean and a covariance (float32)."""
+    import tensorflow_probability as tfp
+
+    chol = np.linalg.cholesky(np.asarray(covariance, np.float64))
+    return tfp.distributions.MultivariateNormalTriL(loc=tf.constant(loc, tf.float32),
+                                                    scale_tril=tf.constant(chol, tf.float32))
+
+
+def forward_ais(target_log_prob_fn, base, num_steps=1000, num_chains=64, step_size=0.01,
+                leapfrog_steps=5, seed=(0, 0)):
+    """Forward AIS from the normalised `base` to `target_log_prob_fn`: a stochastic lower bound on log Z.
+
+    Args:
+      target_log_prob_fn: x [n, D] -> unnormalised log density [n] (a TF-traceable function).
+      base: a normalised tfp distribution over [D] (e.g. `base_gaussian`).
+      num_steps: number of temperatures (one HMC transition each).
+      num_chains: independent chains N.
+      step_size, leapfrog_steps: HMC settings (the step size adapts towards 65% acceptance).
+      seed: stateless seed pair.
+
+    Returns:
+      An `AISEstimate`.
+    """
+    x0 = base.sample(num_chains, seed=tf.constant(seed, tf.int32))
+    log_weights, accept = _run_chain(base.log_prob, target_log_prob_fn, x0, num_steps, step_size,
+                                     leapfrog_steps, [seed[0], seed[1] + 1])
+    log_z, stderr = _log_mean_exp_and_stderr(log_weights.numpy())
+    return AISEstimate(log_z, stderr, log_weights.numpy(), float(accept))
+
+
+def reverse_ais(target_log_prob_fn, base, target_samples, num_steps=1000, step_size=0.01,
+                leapfrog_steps=5, seed=(0, 0)):
+    """Reverse AIS from samples of the target back to `base`: a stochastic upper bound on log Z.
+
+    The bound holds when `target_samples` are exact; approximate (MCMC) samples make it an estimate.
+    """
+    log_weights, accept = _run_chain(target_log_prob_fn, base.log_prob,
+                                     tf.constant(target_samples, tf.float32), num_steps, step_size,
+                                     leapfrog_steps, list(seed))
+    log_inv_z, stderr = _log_mean_exp_and_stderr(log_weights.numpy())
+    return AISEstimate(-log_inv_z, stderr, log_weights.numpy(), float(accept))
