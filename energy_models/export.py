@@ -118,3 +118,29 @@ def save_atomically(module, path, overwrite=False):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(path)
+
+
+class NormalisedModule(tf.Module):
+    """A loaded SavedModel re-served with a log Z estimate, so that `log_prob` becomes normalised.
+
+        log_prob(x) = unnormalized_log_prob(x) - log Z
+
+    Every other endpoint of the loaded model is passed through unchanged, and `info()` records the
+    estimate and where it came from. Re-saving a loaded model needs no project code.
+    """
+
+    PASS_THROUGH = ("unnormalized_log_prob", "sample", "mean", "precision", "filters")
+
+    def __init__(self, loaded, log_z, info, name="normalised"):
+        super().__init__(name=name)
+        self._loaded = loaded
+        dim = int(loaded.mean().shape[0])
+        self._log_z = tf.Variable(np.float32(log_z), trainable=False, name="log_z")
+        self._info = tf.Variable(json.dumps(info), trainable=False, name="info")
+        for endpoint in self.PASS_THROUGH:
+            if hasattr(loaded, endpoint):
+                setattr(self, endpoint, getattr(loaded, endpoint))
+        self.log_prob = tf.function(
+            lambda x: loaded.unnormalized_log_prob(x) - self._log_z,
+            input_signature=[tf.TensorSpec([None, dim], tf.float32, name="x")])
+        self.info = tf.function(lambda: tf.identity(self._info), input_signature=[])

@@ -88,7 +88,7 @@ def test_bad_inputs_give_one_line(gaussian_model_dir, tmp_path, capsys):
          "cannot load a SavedModel from"),
         (["--model", gaussian_model_dir, "--patches", str(tmp_path / "narrow.npy")], "100"),
         (["--model", gaussian_model_dir, "--patches", str(tmp_path / "nan.npy")], "NaN"),
-        (["--model", gaussian_model_dir], "nothing to score"),
+        (["--model", gaussian_model_dir], "nothing to do"),
         (["--patches", str(tmp_path / "nan.npy")], "no model given; pass --model DIR"),
     ]
     for argv, message in cases:
@@ -99,3 +99,43 @@ def test_bad_inputs_give_one_line(gaussian_model_dir, tmp_path, capsys):
         scoring.check_rows(np.zeros((2, 100)), 784, "set x")
     with pytest.raises(Exception, match="set x has 100 features, but the model expects 784"):
         scoring.check_rows(np.zeros((2, 100)), 784, "set x")
+
+
+def test_ais_stores_log_z_in_an_unnormalised_model(tmp_path, capsys):
+    """A Gaussian re-exported without its log Z: AIS's two directions agree and recover it."""
+    model = GridGaussian(28, 28, 4, diagonal_init=100.0)
+    model.set_mean(np.full(784, 0.5))
+    true_log_z = model.log_normalizer()
+    gaussian_dir = export.save_atomically(export.gaussian_module(model, {}), tmp_path / "g")
+    loaded = tf.saved_model.load(gaussian_dir)
+    info = {"kind": "test", "log_z": None}
+    path = export.save_atomically(export.NormalisedModule(loaded, np.nan, info), tmp_path / "u")
+    assert not scoring.load_model(path).normalised
+    code, out, err = run_cli(["--model", path, "--ais-steps", "60", "--ais-chains", "32",
+                              "--gaussian-samples", gaussian_dir, "--json", str(tmp_path / "a.json"),
+                              "--figures-dir", str(tmp_path)], capsys)
+    assert code == 0, err
+    entry = json.loads((tmp_path / "a.json").read_text())["models"][0]
+    # The base is the target itself here, so both directions are exact up to float32 round-off.
+    assert entry["ais"]["log_z_forward"] == pytest.approx(true_log_z, abs=0.5)
+    assert entry["ais"]["log_z_reverse"] == pytest.approx(true_log_z, abs=0.5)
+    assert entry["ais"]["converged"] and entry["normalised"]
+    reloaded = scoring.load_model(path)
+    assert reloaded.info["log_z_source"] == "forward AIS"
+    x = np.full((3, 784), 0.5, np.float32)
+    np.testing.assert_allclose(reloaded.module.log_prob(x).numpy(), model.log_prob(x), atol=0.5)
+    assert "AIS log Z: forward" in out and "agree" in out
+
+
+def test_mode_search_increases_log_p_monotonically():
+    from energy_models import modes
+
+    model = GridGaussian(28, 28, 4, diagonal_init=100.0)
+    model.set_mean(np.full(784, 0.5))
+    start = np.random.default_rng(0).uniform(0, 1, size=(6, 784)).astype(np.float32)
+    search = modes.find_modes(model.unnormalized_log_prob, start, learning_rate=1e-3, max_steps=500)
+    assert search.monotonic
+    assert np.all(search.log_p_end > search.log_p_start)
+    # The mode of a Gaussian is its mean, where the unnormalised log density is 0.
+    np.testing.assert_allclose(search.end, 0.5, atol=1e-2)
+    assert search.steps < 500  # The stopping rule fired.

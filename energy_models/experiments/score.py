@@ -32,17 +32,34 @@ class ScoreConfig:
     seed: int = _help("seed of patch positions and samples", default=0)
     data_dir: str = _help("tensorflow-datasets data folder for --mnist")
     json: str = _help("write the tables as JSON to this file")
+    ais_steps: int = _help("estimate log Z by forward and reverse AIS with this many temperatures "
+                           "(0: no AIS); stored in a model that has no log Z yet", default=0)
+    ais_chains: int = _help("AIS chains (each direction)", default=64)
+    ais_step_size: float = _help("initial HMC step size of AIS (adapted towards 65%% acceptance)",
+                                 default=0.01)
+    modes: int = _help("find N modes by gradient ascent on log p from samples of the Gaussian given by "
+                       "--gaussian-samples (or of the model's own Gaussian fit)", default=0)
+    mode_steps: int = _help("maximum gradient-ascent steps of the mode search", default=2000)
+    mode_learning_rate: float = _help("learning rate of the mode search (keras SGD)", default=1e-3)
     figures_dir: str = _help("where the histograms of log p go", default="runs/score")
 
     def resolve(self):
         if not self.model:
             raise UserError("no model given; pass --model DIR (a SavedModel from train.gaussian or "
                             "train.dem)")
-        if self.num_patches < 1:
-            raise UserError(f"--num-patches must be a positive integer, got {self.num_patches}")
-        if not (self.images or self.patches or self.mnist or self.gaussian_samples):
-            raise UserError("nothing to score; pass at least one of --images, --patches, --mnist, "
-                            "--gaussian-samples")
+        for flag, value, low in (("--num-patches", self.num_patches, 1), ("--ais-steps", self.ais_steps, 0),
+                                 ("--ais-chains", self.ais_chains, 2), ("--modes", self.modes, 0),
+                                 ("--mode-steps", self.mode_steps, 1)):
+            if value < low:
+                raise UserError(f"{flag} must be at least {low}, got {value}")
+        for flag, value in (("--ais-step-size", self.ais_step_size),
+                            ("--mode-learning-rate", self.mode_learning_rate)):
+            if not value > 0:
+                raise UserError(f"{flag} must be > 0, got {value}")
+        if not (self.images or self.patches or self.mnist or self.gaussian_samples or self.ais_steps
+                or self.modes):
+            raise UserError("nothing to do; pass at least one of --images, --patches, --mnist, "
+                            "--gaussian-samples, --ais-steps, --modes")
         return self
 
 
@@ -70,26 +87,109 @@ def load_sets(config, dim):
 
 
 def score(config):
-    """Scores every set with every model; prints nothing, returns the report dict (also JSON/PNG)."""
+    """Runs AIS and mode search if asked, then scores every set with every model.
+
+    Returns the report dict (also written as JSON with --json); figures go to --figures-dir.
+    """
     config.resolve()
     models = [scoring.load_model(path) for path in config.model]
     report = {"models": []}
     cached_sets = {}
     for model in models:
+        entry = {}
+        if config.ais_steps:
+            entry["ais"] = run_ais(model, config)
+            if not model.normalised:
+                model = store_log_z(model, entry["ais"])
+        if config.modes:
+            entry["modes"] = run_modes(model, config)
         if model.dim not in cached_sets:
             cached_sets[model.dim] = load_sets(config, model.dim)
-        sets = cached_sets[model.dim]
         scores = {name: scoring.score_samples(model, x, normalised=model.normalised)
-                  for name, x in sets.items()}
-        histogram = pathlib.Path(config.figures_dir) / f"log_p_{_slug(model.path)}.png"
-        figures.histograms(scores, histogram, title=f"log p under {model.path}",
-                           xlabel="log p(x)" if model.normalised else "unnormalised log p(x)")
+                  for name, x in cached_sets[model.dim].items()}
+        if scores:
+            histogram = pathlib.Path(config.figures_dir) / f"log_p_{_slug(model.path)}.png"
+            figures.histograms(scores, histogram, title=f"log p under {model.path}",
+                               xlabel="log p(x)" if model.normalised else "unnormalised log p(x)")
+            entry["histogram"] = str(histogram)
         report["models"].append({"model": model.path, "info": model.info,
-                                 "normalised": model.normalised, "histogram": str(histogram),
-                                 "sets": scoring.summarise(scores)})
+                                 "normalised": model.normalised, "sets": scoring.summarise(scores),
+                                 **entry})
     if config.json:
         rundir.write_json_atomically(config.json, report)
     return report
+
+
+def _base_gaussian(model, config):
+    """AIS base and mode-search start: the Gaussian of --gaussian-samples, else one fitted to 4,000
+    of the model's own samples (mean and covariance, with a 1e-4 ridge so it is positive definite)."""
+    if config.gaussian_samples:
+        gaussian = scoring.load_model(config.gaussian_samples).module
+        return gaussian.mean().numpy(), np.linalg.inv(gaussian.precision().numpy().astype(np.float64))
+    x = model.module.sample(4000, config.seed + 1).numpy().astype(np.float64)
+    return x.mean(0), np.cov(x.T, bias=True) + 1e-4 * np.eye(x.shape[1])
+
+
+def run_ais(model, config):
+    """Forward AIS (lower bound) and reverse AIS from the model's own samples (upper bound) of log Z."""
+    import time
+
+    from energy_models import ais
+
+    start = time.perf_counter()
+    mean, cov = _base_gaussian(model, config)
+    base = ais.base_gaussian(mean, cov)
+    target = model.module.unnormalized_log_prob
+    fwd = ais.forward_ais(target, base, config.ais_steps, config.ais_chains, config.ais_step_size,
+                          seed=(config.seed, 11))
+    samples = model.module.sample(config.ais_chains, config.seed + 2).numpy()
+    rev = ais.reverse_ais(target, base, samples, config.ais_steps, config.ais_step_size,
+                          seed=(config.seed, 12))
+    gap = rev.log_z - fwd.log_z
+    return {"log_z_forward": fwd.log_z, "stderr_forward": fwd.stderr, "log_z_reverse": rev.log_z,
+            "stderr_reverse": rev.stderr, "gap": gap, "acceptance": fwd.acceptance,
+            "converged": bool(abs(gap) <= 1.0), "steps": config.ais_steps, "chains": config.ais_chains,
+            "log_z_stored": model.info.get("log_z"), "seconds": time.perf_counter() - start}
+
+
+def store_log_z(model, estimate):
+    """Re-exports `model` in place (atomically) with AIS's forward log Z, so its log_prob is normalised."""
+    from energy_models import export
+
+    info = dict(model.info, log_z=estimate["log_z_forward"], log_z_source="forward AIS",
+                log_z_stderr=estimate["stderr_forward"], log_z_reverse=estimate["log_z_reverse"])
+    module = export.NormalisedModule(model.module, estimate["log_z_forward"], info)
+    export.save_atomically(module, model.path, overwrite=True)
+    return scoring.load_model(model.path)
+
+
+def run_modes(model, config):
+    """Gradient ascent on log p from samples of the base Gaussian; start/end figure and log p."""
+    from energy_models import modes
+
+    mean, cov = _base_gaussian(model, config)
+    rng = np.random.default_rng(config.seed)
+    start = rng.multivariate_normal(mean, cov, size=config.modes).astype(np.float32)
+    log_prob = model.module.log_prob if model.normalised else model.module.unnormalized_log_prob
+    search = modes.find_modes(log_prob, start,
+                              learning_rate=config.mode_learning_rate, max_steps=config.mode_steps)
+    cols = min(config.modes, 8)
+    rows = -(-config.modes // cols)
+    pair = np.concatenate([figures.image_grid(search.start, rows, cols, scale="each"),
+                           figures.image_grid(search.end, rows, cols, scale="each")], axis=1)
+    path = pathlib.Path(config.figures_dir) / f"modes_{_slug(model.path)}.png"
+    figures.save_gray_png(path, pair)
+    _modes_to_tensorboard(pathlib.Path(config.figures_dir) / "tensorboard", model.path, pair)
+    return {"n": config.modes, "steps": search.steps, "monotonic": search.monotonic,
+            "log_p_start_mean": float(search.log_p_start.mean()),
+            "log_p_end_mean": float(search.log_p_end.mean()), "figure": str(path)}
+
+
+def _modes_to_tensorboard(logdir, name, pair):
+    import tensorflow as tf
+
+    with tf.summary.create_file_writer(str(logdir)).as_default():
+        tf.summary.image(f"modes/{_slug(name)} (start | end)", pair[None, :, :, None], step=0)
 
 
 def _slug(path):
@@ -102,7 +202,18 @@ def table_lines(report):
     for entry in report["models"]:
         kind = "log p" if entry["normalised"] else "unnormalised log p (no log Z stored)"
         lines.append(f"{entry['model']}  [{kind}]")
-        lines.append(f"  {'set':<28} {'n':>7} {'mean':>11} {'std':>9} {'AUROC vs first':>15}")
+        if "ais" in entry:
+            a = entry["ais"]
+            verdict = "agree" if a["converged"] else "DISAGREE: increase --ais-steps"
+            lines.append(f"  AIS log Z: forward {a['log_z_forward']:.2f} +- {a['stderr_forward']:.2f}, "
+                         f"reverse {a['log_z_reverse']:.2f} +- {a['stderr_reverse']:.2f} ({verdict}; "
+                         f"{a['steps']} steps x {a['chains']} chains, {a['seconds']:.0f} s)")
+        if "modes" in entry:
+            m = entry["modes"]
+            lines.append(f"  modes: mean {kind} {m['log_p_start_mean']:.2f} -> {m['log_p_end_mean']:.2f} "
+                         f"in {m['steps']} steps ({m['figure']})")
+        if entry["sets"]:
+            lines.append(f"  {'set':<28} {'n':>7} {'mean':>11} {'std':>9} {'AUROC vs first':>15}")
         for row in entry["sets"]:
             auc = "" if row["auroc_vs_first"] is None else f"{row['auroc_vs_first']:.4f}"
             lines.append(f"  {row['set']:<28} {row['n']:>7} {row['mean']:>11.2f} {row['std']:>9.2f} "
