@@ -46,16 +46,16 @@ def bench_matmul(neighbourhood, repeats, batch=1024):
     rng = np.random.default_rng(0)
     diag = tf.constant(rng.normal(size=(28, 28)), tf.float32)
     couplings = tf.constant(rng.normal(size=pattern.masks.shape), tf.float32)
-    x = tf.constant(rng.normal(size=(batch, 784)), tf.float32)
+    x = tf.constant(rng.normal(size=(784, batch)), tf.float32)  # Columns: matmul(x) = Lambda x.
     dense = LinearOperatorGridPrecision(diag, couplings, pattern).to_dense()
 
     @tf.function(jit_compile=True)
     def structured(x, diag, couplings):
-        return LinearOperatorGridPrecision(diag, couplings, pattern).apply_rows(x)
+        return LinearOperatorGridPrecision(diag, couplings, pattern).matmul(x)
 
     @tf.function(jit_compile=True)
     def dense_product(x, dense):
-        return tf.matmul(x, dense)
+        return tf.matmul(dense, x)
 
     np.testing.assert_allclose(structured(x, diag, couplings).numpy(), dense_product(x, dense).numpy(),
                                rtol=1e-3, atol=1e-3)
