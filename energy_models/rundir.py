@@ -17,7 +17,8 @@ import numpy as np
 
 from energy_models.errors import UserError
 
-_RUN_FILES = {"config.json", "metrics.json", "figures", "train", "eval", "validation", "checkpoints"}
+_RUN_FILES = {"config.json", "metrics.json", "figures", "train", "eval", "validation", "checkpoints",
+              "patches.npz"}
 
 
 def write_json_atomically(path, data):
