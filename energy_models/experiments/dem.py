@@ -24,9 +24,10 @@ from energy_models.errors import UserError
 
 WHITENINGS = ("none", "zca", "pca", "gaussian")
 METHODS = ("cd",)
-# Ridge added to the patch covariance before inverting it (patch covariances have eigenvalues down to
-# about 1e-6): keeps the start Gaussian of `sample` and the "gaussian" whitening well conditioned.
-GAUSSIAN_RIDGE = 1e-4
+# Ridge added to the patch covariance before inverting it (8-bit photographs have a noise floor of
+# about (1/255)^2 / 12 = 1.3e-6 per pixel): keeps Sigma positive definite without making the Gaussian
+# visibly noisier than the patches it was fitted to.
+GAUSSIAN_RIDGE = 1e-6
 
 
 def _help(text, **kwargs):
