@@ -185,11 +185,13 @@ class ContrastiveDivergence(keras.Model):
         z_neg = tf.stop_gradient(self._latents(negatives, seeds[1]))
         return u, negatives, z_data, z_neg, acceptance, eta
 
-    def _report(self, loss, u, negatives, acceptance, grad_norm):
+    def _energies(self, u, negatives):
+        """Mean -log p~ of data and negatives in pixel space (model-space energy minus log|det W|)."""
         log_det = self._log_det()
-        values = {"loss": loss,
-                  "energy_data": -tf.reduce_mean(self.energy(u)) - log_det,
-                  "energy_negatives": -tf.reduce_mean(self.energy(negatives)) - log_det,
+        return -tf.reduce_mean(self.energy(u)) - log_det, -tf.reduce_mean(self.energy(negatives)) - log_det
+
+    def _report(self, loss, energies, acceptance, grad_norm):
+        values = {"loss": loss, "energy_data": energies[0], "energy_negatives": energies[1],
                   "acceptance": acceptance, "grad_norm": grad_norm, "step_size": self.step_size}
         for name, value in values.items():
             self.trackers[name].update_state(value)
@@ -203,12 +205,14 @@ class ContrastiveDivergence(keras.Model):
             loss = tf.reduce_mean(self.energy.joint(negatives, z_neg)) - tf.reduce_mean(self.energy.joint(u, z_data))
         grads = tape.gradient(loss, weights)
         grad_norm = tf.linalg.global_norm(grads)
+        # Energies at the parameters the gradient was taken at (XLA shares their products with the loss's).
+        energies = self._energies(u, negatives)
         self.optimizer.apply(grads, weights)
         self.step_size.assign(eta)
         if self.persistent:
             self.chains.assign(negatives)
             self.chains_ready.assign(1.0)
-        return self._report(loss, u, negatives, acceptance, grad_norm)
+        return self._report(loss, energies, acceptance, grad_norm)
 
     def test_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data
@@ -218,7 +222,7 @@ class ContrastiveDivergence(keras.Model):
         negatives, acceptance, _ = self.negative_phase(u, seeds[2], self.step_size, 0.0)
         z_data, z_neg = self._latents(u, seeds[0]), self._latents(negatives, seeds[1])
         loss = tf.reduce_mean(self.energy.joint(negatives, z_neg)) - tf.reduce_mean(self.energy.joint(u, z_data))
-        return self._report(loss, u, negatives, acceptance, tf.constant(np.nan, tf.float32))
+        return self._report(loss, self._energies(u, negatives), acceptance, tf.constant(np.nan, tf.float32))
 
     def sample(self, start, num_sweeps, seed, step_size=None):
         """Runs `num_sweeps` Gibbs sweeps from raw-pixel `start` [n, D]; returns raw-pixel samples (numpy).
