@@ -19,7 +19,7 @@ import time
 import numpy as np
 from scipy import stats
 
-from energy_models import export, figures, rundir
+from energy_models import export, rundir
 from energy_models.errors import UserError
 
 WHITENINGS = ("none", "zca", "pca", "gaussian")

@@ -6,7 +6,6 @@ import pathlib
 import uuid
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from energy_models import figures
