@@ -184,3 +184,26 @@ def test_cli_prints_one_line_for_a_bad_patch_file(tmp_path, capsys):
                                         "--export-dir", str(tmp_path / "model")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and "is not a patch file" in err
+
+
+def test_divergence_guard_names_the_step_and_restores_last_good_weights(tmp_path):
+    import keras
+
+    from energy_models.experiments.dem_callbacks import DivergenceGuard
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    good = [w.numpy().copy() for w in model.weights]
+    guard = DivergenceGuard(tmp_path / "checkpoints", dem.DEMConfig(learning_rate=0.01, step_size=0.5))
+    guard.set_model(model)
+    guard.on_train_begin()
+    guard.on_epoch_begin(0)
+    guard.on_train_batch_end(3, {"loss": 1.0, "energy_data": 2.0})
+    model.weights[0].assign(np.full((3, 2), np.nan, np.float32))  # what a diverged update leaves
+    guard.on_train_batch_end(4, {"loss": float("nan"), "energy_data": float("inf")})
+    assert model.stop_training and guard.diverged
+    assert guard.message.startswith("training diverged at epoch 1, step 5 (non-finite loss, energy_data); "
+                                    "try a smaller --learning-rate (now 0.01) or --step-size (now 0.5)")
+    for restored, expected in zip(model.weights, good):
+        np.testing.assert_array_equal(restored.numpy(), expected)
+    guard.on_epoch_end(0)  # Keras still calls this after a stop: the diverged weights must not be saved
+    assert guard.epochs_done == 0
