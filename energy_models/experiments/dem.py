@@ -1,0 +1,328 @@
+"""Exercise 2 end to end: patches, optional whitening, a deep energy model trained by CD, scores, export.
+
+`train_and_evaluate(config)` is what `python -m train.dem` runs; it is importable and tested.
+
+Evaluation (all log-densities unnormalised, in raw pixel space): mean and std of log p~ on held-out
+patches (cut from photographs not used for training), and the AUROC of held-out patches against samples
+of the full-covariance Gaussian fitted to the training patches (and against MNIST test digits when
+TFDS_DATA_DIR or --mnist-dir provides them): the probability that a random held-out patch gets a higher
+log p~ than a random sample of the other set (Mann-Whitney U / (n1 n2)). The fitted Gaussian's own AUROC
+is reported beside it as the baseline the deep model has to beat.
+"""
+
+import dataclasses
+import math
+import os
+import pathlib
+import time
+
+import numpy as np
+from scipy import stats
+
+from energy_models import export, rundir
+from energy_models.errors import UserError
+
+WHITENINGS = ("none", "zca", "pca", "gaussian")
+METHODS = ("cd",)
+# Ridge added to the patch covariance before inverting it (8-bit photographs have a noise floor of
+# about (1/255)^2 / 12 = 1.3e-6 per pixel): keeps Sigma positive definite without making the Gaussian
+# visibly noisier than the patches it was fitted to.
+GAUSSIAN_RIDGE = 1e-6
+
+
+def _help(text, **kwargs):
+    return dataclasses.field(metadata={"help": text, **kwargs.pop("meta", {})}, **kwargs)
+
+
+@dataclasses.dataclass
+class DEMConfig:
+    """Every setting of `python -m train.dem` (each field is a command-line flag)."""
+
+    images: str = _help("folder, glob or image file of photographs to cut patches from (default: the "
+                        "photographs bundled with scikit-image)", default=None)
+    num_patches: int = _help("patches to cut (training plus held-out)", default=50_000)
+    patches: str = _help("load this patch file (.npz from PatchSet.save) instead of cutting patches",
+                         default=None)
+    whiten: str = _help("whitening in front of the model (gaussian: the full-covariance Gaussian's "
+                        "precision Cholesky, W = L^T)", default="zca", meta={"choices": WHITENINGS})
+    whiten_epsilon: float = _help("added to every covariance eigenvalue by zca/pca whitening", default=1e-3)
+    sigma: float = _help("std sigma of the model's Gaussian term -||x||^2/(2 sigma^2) (1 or 0.1 in the "
+                         "exercise)", default=1.0)
+    method: str = _help("training method: cd (contrastive divergence)", default="cd",
+                        meta={"choices": METHODS})
+    mcmc: str = _help("x-move of the Gibbs sweeps: langevin, mala or hmc (tfp.mcmc kernels)",
+                      default="mala", meta={"choices": ("langevin", "mala", "hmc")})
+    mcmc_steps: int = _help("Gibbs sweeps per training step (k of CD-k)", default=10)
+    step_size: float = _help("initial MCMC step size eta (Langevin/MALA: noise variance; HMC: leapfrog "
+                             "step); adapted towards the target acceptance for mala and hmc", default=0.01)
+    leapfrog_steps: int = _help("HMC leapfrog steps per move", default=5)
+    persistent: bool = _help("persistent CD: keep the chains across steps instead of restarting at the data",
+                             default=False)
+    z_sampling: str = _help("latents of the gradient estimate: gibbs (z ~ p(z|x)) or mean (E[z|x])",
+                            default="gibbs", meta={"choices": ("gibbs", "mean")})
+    hidden: int = _help("width of g(x) = s(V x), rows of V", default=64)
+    latents: int = _help("number K of binary latents", default=64)
+    epochs: int = _help("passes over the training patches", default=10)
+    batch_size: int = _help("patches per step (and persistent chains)", default=256)
+    optimizer: str = _help("optimiser", default="adam", meta={"choices": ("sgd", "rmsprop", "adam")})
+    learning_rate: float = _help("learning rate", default=1e-3)
+    sample_sweeps: int = _help("Gibbs sweeps of the samples drawn for figures and by the SavedModel's "
+                               "sample()", default=100)
+    mnist_dir: str = _help("tensorflow-datasets folder with MNIST for the digits AUROC (default: "
+                           "$TFDS_DATA_DIR; skipped when neither is set)", default=None)
+    seed: int = _help("seed of every random draw (patches, initialisation, MCMC, shuffling)", default=0)
+    run_dir: str = _help("where TensorBoard logs, config.json, metrics.json, figures and checkpoints go "
+                         "(default: runs/dem-WHITEN-sigmaSIGMA)", default=None)
+    export_dir: str = _help("where the SavedModel goes (default: saved_models/dem-WHITEN-sigmaSIGMA)",
+                            default=None)
+    overwrite: bool = _help("replace a run or export directory that holds something else", default=False)
+
+    def resolve(self):
+        """Checks every value and fills in the default directories; returns self.
+
+        Raises:
+            UserError: naming the flag and the value when a value is out of range.
+        """
+        positive_int = "must be a positive integer"
+        checks = [
+            ("--num-patches", self.num_patches, self.num_patches >= 2, "must be at least 2"),
+            ("--whiten", self.whiten, self.whiten in WHITENINGS, f"must be one of {', '.join(WHITENINGS)}"),
+            ("--whiten-epsilon", self.whiten_epsilon, _finite(self.whiten_epsilon) and self.whiten_epsilon > 0,
+             "must be > 0"),
+            ("--sigma", self.sigma, _finite(self.sigma) and self.sigma > 0, "must be > 0 (e.g. 1 or 0.1)"),
+            ("--method", self.method, self.method in METHODS, "must be cd"),
+            ("--mcmc", self.mcmc, self.mcmc in ("langevin", "mala", "hmc"), "must be langevin, mala or hmc"),
+            ("--mcmc-steps", self.mcmc_steps, self.mcmc_steps >= 1, positive_int),
+            ("--step-size", self.step_size, _finite(self.step_size) and self.step_size > 0, "must be > 0"),
+            ("--leapfrog-steps", self.leapfrog_steps, self.leapfrog_steps >= 1, positive_int),
+            ("--z-sampling", self.z_sampling, self.z_sampling in ("gibbs", "mean"), "must be gibbs or mean"),
+            ("--hidden", self.hidden, self.hidden >= 1, positive_int),
+            ("--latents", self.latents, self.latents >= 1, positive_int),
+            ("--epochs", self.epochs, self.epochs >= 1, positive_int),
+            ("--batch-size", self.batch_size, self.batch_size >= 1, positive_int),
+            ("--optimizer", self.optimizer, self.optimizer in ("sgd", "rmsprop", "adam"),
+             "must be sgd, rmsprop or adam"),
+            ("--learning-rate", self.learning_rate, _finite(self.learning_rate) and self.learning_rate > 0,
+             "must be > 0"),
+            ("--sample-sweeps", self.sample_sweeps, self.sample_sweeps >= 1, positive_int),
+        ]
+        for flag, value, ok, rule in checks:
+            if not ok:
+                raise UserError(f"{flag} {rule}, got {value}")
+        name = f"dem-{self.whiten}-sigma{self.sigma:g}"
+        self.run_dir = self.run_dir or str(pathlib.Path("runs") / name)
+        self.export_dir = self.export_dir or str(pathlib.Path("saved_models") / name)
+        return self
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+@dataclasses.dataclass
+class FullGaussian:
+    """N(m, Sigma) fitted to training patches, Sigma = sample covariance + GAUSSIAN_RIDGE I (float64)."""
+
+    mean: np.ndarray
+    covariance: np.ndarray
+
+    @classmethod
+    def fit(cls, x):
+        from energy_models.whitening import mean_and_covariance
+
+        mean, cov = mean_and_covariance(x)
+        return cls(mean, cov + GAUSSIAN_RIDGE * np.eye(len(mean)))
+
+    @property
+    def cholesky(self):
+        """L with Sigma = L L^T."""
+        return np.linalg.cholesky(self.covariance)
+
+    @property
+    def precision(self):
+        """Lambda = Sigma^-1."""
+        return np.linalg.inv(self.covariance)
+
+    def sample(self, n, seed):
+        eps = np.random.default_rng(seed).standard_normal((n, len(self.mean)))
+        return (self.mean + eps @ self.cholesky.T).astype(np.float32)
+
+    def log_prob(self, x):
+        chol = self.cholesky
+        a = np.linalg.solve(chol, (np.asarray(x, np.float64) - self.mean).T)  # L^-1 (x - m)
+        return -0.5 * np.sum(a * a, axis=0) - np.sum(np.log(np.diag(chol))) - 0.5 * len(self.mean) * np.log(2 * np.pi)
+
+
+def gaussian_whitening(mean, precision):
+    """`LinearWhitening` W = L^T from a Gaussian's precision Lambda = L L^T.
+
+    Plug point for any fitted Gaussian, e.g. a GridGaussian's `precision_dense()` and mean, once the
+    grid fit of patches exists; today `--whiten gaussian` passes the full-covariance fit.
+
+    Raises:
+        NotPositiveDefiniteError: Lambda is not positive definite.
+    """
+    from energy_models.gaussian import checked_cholesky
+    from energy_models.whitening import LinearWhitening
+
+    return LinearWhitening.from_precision_cholesky(mean, checked_cholesky(precision), name="whitening")
+
+
+def make_whitening(config, train, gaussian):
+    """The whitening layer named by `config.whiten` (None for "none")."""
+    from energy_models.whitening import LinearWhitening
+
+    if config.whiten == "zca":
+        return LinearWhitening.zca(train, config.whiten_epsilon, name="whitening")
+    if config.whiten == "pca":
+        return LinearWhitening.pca(train, config.whiten_epsilon, name="whitening")
+    if config.whiten == "gaussian":
+        return gaussian_whitening(gaussian.mean, gaussian.precision)
+    return None
+
+
+def load_patches(config, run_dir):
+    """The patch set: loaded from --patches, or cut from --images and saved as RUN_DIR/patches.npz."""
+    from energy_models.data.images import default_image_source
+    from energy_models.data.patches import load_patch_set, make_patch_set
+
+    if config.patches:
+        return load_patch_set(config.patches)
+    source = config.images if config.images is not None else default_image_source()
+    patch_set = make_patch_set(source, config.num_patches, seed=config.seed)
+    patch_set.save(run_dir / "patches.npz")
+    return patch_set
+
+
+def build_model(config, train, whitening):
+    """A compiled `ContrastiveDivergence` for `config`, with b started at the data's maximum-likelihood
+    value for V = 0: b = mean(u) / sigma^2, so the initial model is close to N(mean(u), sigma^2 I)."""
+    import keras
+
+    from energy_models.estimators.contrastive_divergence import ContrastiveDivergence
+    from energy_models.layers import DEMEnergy
+
+    keras.utils.set_random_seed(config.seed)
+    model = ContrastiveDivergence(
+        DEMEnergy(config.hidden, config.latents, config.sigma, name="energy"), dim=train.shape[1],
+        whitening=whitening, mcmc=config.mcmc, mcmc_steps=config.mcmc_steps, step_size=config.step_size,
+        persistent=config.persistent, num_chains=config.batch_size, z_sampling=config.z_sampling,
+        leapfrog_steps=config.leapfrog_steps, seed=config.seed)
+    u = train if whitening is None else np.asarray(whitening(train[:10_000]))
+    model.energy.b.assign(u.mean(axis=0) / config.sigma ** 2)
+    optimizer = {"sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,
+                 "adam": keras.optimizers.Adam}[config.optimizer](config.learning_rate)
+    model.compile(optimizer=optimizer, jit_compile=True)
+    return model
+
+
+def auroc(positive, negative):
+    """P(score of a random positive > score of a random negative) (ties count 1/2): Mann-Whitney U / (n1 n2).
+
+    Non-finite scores rank lowest (a NaN log-density is no evidence of being a natural patch).
+    """
+    positive = np.where(np.isfinite(positive), positive, -np.inf)
+    negative = np.where(np.isfinite(negative), negative, -np.inf)
+    ranks = stats.rankdata(np.concatenate([positive, negative]))
+    n1, n2 = len(positive), len(negative)
+    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n2))
+
+
+def load_mnist(config):
+    """MNIST test digits as float32 [n, 784] in [0, 1], or None when no data folder is configured."""
+    data_dir = config.mnist_dir or os.environ.get("TFDS_DATA_DIR")
+    if not data_dir:
+        return None
+    from energy_models.data.mnist import load_mnist_images
+
+    return load_mnist_images("test", data_dir).reshape(-1, 784).astype(np.float32) / 255.0
+
+
+def evaluate(model, gaussian, heldout, config, n_eval=5000):
+    """Held-out log p~ statistics and AUROCs (module docstring); a dict for metrics.json."""
+    rng = np.random.default_rng(config.seed + 1)
+    held = heldout[rng.permutation(len(heldout))[:n_eval]]
+    others = {"gaussian_samples": gaussian.sample(len(held), config.seed + 2)}
+    mnist = load_mnist(config)
+    if mnist is not None:
+        others["mnist"] = mnist[rng.permutation(len(mnist))[:n_eval]]
+    scores = model.score_samples(held)
+    result = {"heldout_log_prob_mean": float(np.mean(scores)), "heldout_log_prob_std": float(np.std(scores)),
+              "n_eval": int(len(held))}
+    baseline = gaussian.log_prob(held)
+    for name, x in others.items():
+        result[f"auroc_vs_{name}"] = auroc(scores, model.score_samples(x))
+        result[f"gaussian_auroc_vs_{name}"] = auroc(baseline, gaussian.log_prob(x))
+    return result
+
+
+def train_and_evaluate(config):
+    """Trains the deep energy model named by `config`, evaluates it, writes figures, metrics and model.
+
+    Returns:
+        The metrics dict (also written to RUN_DIR/metrics.json).
+
+    Raises:
+        UserError: bad settings, missing data, or divergence (the message names the step and what to lower).
+    """
+    import tensorflow as tf
+
+    from energy_models import export_dem
+    from energy_models.experiments import dem_callbacks
+
+    config.resolve()
+    run_dir = rundir.prepare_run_dir(config.run_dir, config.overwrite)
+    export.check_export_target(config.export_dir, config.overwrite)
+    rundir.write_json_atomically(run_dir / "config.json", dataclasses.asdict(config))
+
+    patch_set = load_patches(config, run_dir)
+    train, heldout = patch_set.train, patch_set.heldout
+    if len(train) < config.batch_size or len(heldout) == 0:
+        raise UserError(f"{len(train)} training and {len(heldout)} held-out patches: need at least "
+                        f"--batch-size ({config.batch_size}) training patches and some held-out ones; "
+                        "raise --num-patches or lower --batch-size")
+    gaussian = FullGaussian.fit(train)
+    model = build_model(config, train, make_whitening(config, train, gaussian))
+    dataset = (tf.data.Dataset.from_tensor_slices(train)
+               .shuffle(len(train), seed=config.seed, reshuffle_each_iteration=True)
+               .batch(config.batch_size, drop_remainder=True).prefetch(2))
+    guard = dem_callbacks.DivergenceGuard(run_dir / "checkpoints", config)
+    callbacks = [guard, tf.keras.callbacks.TensorBoard(str(run_dir), update_freq=50),
+                 dem_callbacks.ImageSummaries(run_dir / "eval", gaussian, config)]
+    start = time.perf_counter()
+    history = model.fit(dataset, epochs=config.epochs, callbacks=callbacks, shuffle=False, verbose=1)
+    seconds = time.perf_counter() - start
+    metrics = {"method": config.method, "whiten": config.whiten, "sigma": config.sigma, "mcmc": config.mcmc,
+               "n_train": int(len(train)), "n_heldout": int(len(heldout)), "seconds": seconds,
+               "patches_per_second": len(train) // config.batch_size * config.batch_size * guard.epochs_done
+               / max(seconds, 1e-9),
+               "final": {k: float(v[-1]) for k, v in history.history.items()},
+               "log_abs_det_whitening": float(model.log_abs_det), "log_z": None,
+               "checkpoint": str(guard.path)}
+    if guard.diverged:
+        metrics["diverged"] = guard.message
+        rundir.write_json_atomically(run_dir / "metrics.json", metrics)
+        raise UserError(guard.message)
+    metrics.update(evaluate(model, gaussian, heldout, config))
+    dem_callbacks.write_figures(model, gaussian, heldout, config, run_dir)
+    module = export_dem.DEMModule(model, gaussian.mean, gaussian.cholesky,
+                                  {k: metrics[k] for k in ("whiten", "sigma", "n_train")},
+                                  sample_sweeps=config.sample_sweeps)
+    metrics["export_dir"] = export.save_atomically(module, config.export_dir, config.overwrite)
+    rundir.write_json_atomically(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def summary_lines(metrics):
+    """The short human summary printed by the command line."""
+    lines = [f"deep energy model, {metrics['method']} with {metrics['mcmc']}, whiten {metrics['whiten']}, "
+             f"sigma {metrics['sigma']:g}: {metrics['n_train']} training patches in {metrics['seconds']:.0f} s "
+             f"({metrics['patches_per_second']:.0f} patches/s)",
+             f"  held-out log p~ (pixel space, unnormalised): {metrics['heldout_log_prob_mean']:.1f} "
+             f"+- {metrics['heldout_log_prob_std']:.1f}"]
+    for key in sorted(k for k in metrics if k.startswith("auroc_vs_")):
+        name = key[len("auroc_vs_"):]
+        lines.append(f"  AUROC held-out patches vs {name.replace('_', ' ')}: {metrics[key]:.3f} "
+                     f"(fitted Gaussian: {metrics['gaussian_' + key]:.3f})")
+    lines.append(f"  SavedModel: {metrics['export_dir']}")
+    return lines

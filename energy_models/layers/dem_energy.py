@@ -1,0 +1,164 @@
+"""`DEMEnergy`: the deep energy model's unnormalised log-density as a Keras layer.
+
+    log p~(x)  = -||x||^2 / (2 sigma^2) + b^T x + sum_k S(w_k^T g(x) + c_k),   g(x) = s(V x + d),
+    f(x, z)    = -||x||^2 / (2 sigma^2) + b^T x + c^T z + z^T W g(x),           z in {0, 1}^K,
+    p(z | x)   = prod_k Bernoulli(z_k; s(w_k^T g(x) + c_k)),
+
+with S(u) = log(1 + e^u) (softplus), s(u) = 1 / (1 + e^-u) (sigmoid), V [hidden, D], W [K, hidden]
+(rows w_k), b [D], c [K] and an optional bias d [hidden] of g (off by default, as in the exercise).
+Summing z out of exp f gives exp log p~: sum_z exp(c^T z + z^T W g) = prod_k (1 + e^{w_k^T g + c_k}).
+
+The tensor functions below (`unnormalized_log_prob`, `latent_logits`, `joint_log_prob`, ...) take the
+parameters explicitly, so the Keras layer and the exported `tf.Module` (which holds plain constants and
+must load without project code) evaluate exactly the same graph.
+
+Reference: Ngiam, Chen, Koh and Ng, "Learning deep energy models", ICML (2011).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def softplus(u):
+    """S(u) = log(1 + e^u), computed as max(u, 0) + log1p(e^-|u|) so that e^u never overflows.
+
+    TensorFlow's kernel and its XLA lowering use this form (and S(u) = u for large u); its gradient is
+    s(u), which is bounded, so gradients stay finite at |u| = 1e4.
+    """
+    return tf.nn.softplus(u)
+
+
+def sigmoid(u):
+    """s(u) = 1 / (1 + e^-u), evaluated as e^u / (1 + e^u) for u < 0 so that e^-u never overflows."""
+    return tf.math.sigmoid(u)
+
+
+def pre_activations(x, V, d=None):
+    """V x + d for x [n, D]: [n, hidden]. Every path (z draws, MCMC gradients, scores) uses this one
+    expression, so XLA can share the matrix product between a Gibbs draw and the next x-update."""
+    u = tf.matmul(x, V, transpose_b=True)
+    return u if d is None else u + d
+
+
+def features(x, V, d=None):
+    """g(x) = s(V x + d): [n, hidden]."""
+    return sigmoid(pre_activations(x, V, d))
+
+
+def latent_logits(x, V, W, c, d=None):
+    """w_k^T g(x) + c_k for every k: [n, K]; p(z_k = 1 | x) = s(latent_logits)."""
+    return tf.matmul(features(x, V, d), W, transpose_b=True) + c
+
+
+def gaussian_term(x, b, sigma):
+    """-||x||^2 / (2 sigma^2) + b^T x: [n]."""
+    return -0.5 * tf.reduce_sum(tf.square(x), axis=-1) / sigma ** 2 + tf.linalg.matvec(x, b)
+
+
+def unnormalized_log_prob(x, V, W, b, c, sigma, d=None):
+    """log p~(x) = -||x||^2/(2 sigma^2) + b^T x + sum_k S(w_k^T g(x) + c_k): [n]."""
+    return gaussian_term(x, b, sigma) + tf.reduce_sum(softplus(latent_logits(x, V, W, c, d)), axis=-1)
+
+
+def joint_log_prob(x, z, V, W, b, c, sigma, d=None):
+    """f(x, z) = -||x||^2/(2 sigma^2) + b^T x + c^T z + z^T W g(x): [n] for x [n, D], z [n, K]."""
+    g = features(x, V, d)
+    return gaussian_term(x, b, sigma) + tf.reduce_sum(z * (tf.matmul(g, W, transpose_b=True) + c), axis=-1)
+
+
+def sample_latents(logits, seed):
+    """z ~ prod_k Bernoulli(s(logits_k)) as float32 0/1, from a stateless seed [2] (reproducible).
+
+    z_k = 1 when U < s(logit) with U ~ Uniform(0, 1), i.e. when log U - log(1 - U) < logit: comparing
+    logits avoids rounding s(logit) to exactly 1 in float32 for large logits.
+    """
+    u = tf.random.stateless_uniform(tf.shape(logits), seed=seed, minval=1e-7, maxval=1.0 - 1e-7)
+    return tf.cast(tf.math.log(u) - tf.math.log1p(-u) < logits, logits.dtype)
+
+
+@keras.saving.register_keras_serializable(package="energy_models")
+class DEMEnergy(keras.layers.Layer):
+    """The deep energy model: returns log p~(x) [n] for inputs x [n, D] (see the module docstring).
+
+    Weights, created by name in `build()`: V [hidden, D], W [latents, hidden], b [D], c [latents] and,
+    with `use_bias`, d [hidden]. V and W start as small Gaussians (std 1/sqrt(D) and 1/sqrt(hidden):
+    w_k^T g(x) is then of order 1 for unit-scale inputs); b and c start at zero, so the initial model is
+    close to N(0, sigma^2 I). sigma is a fixed hyperparameter, not a weight.
+
+    Args:
+        hidden: width of g (rows of V), default 64.
+        latents: K, the number of binary latents (rows of W), default 64.
+        sigma: the standard deviation of the Gaussian base term, > 0.
+        use_bias: whether g has a bias d (False in the exercise).
+        **kwargs: passed to `keras.layers.Layer`.
+
+    Raises:
+        ValueError: a width is not a positive integer or sigma is not a positive finite number.
+    """
+
+    def __init__(self, hidden=64, latents=64, sigma=1.0, use_bias=False, **kwargs):
+        super().__init__(**kwargs)
+        for name, value in (("hidden", hidden), ("latents", latents)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+        if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.number)) \
+                or not np.isfinite(sigma) or sigma <= 0:
+            raise ValueError(f"sigma must be a positive finite number, got sigma={sigma!r}")
+        self.hidden = int(hidden)
+        self.latents = int(latents)
+        self.sigma = float(sigma)
+        self.use_bias = bool(use_bias)
+
+    def build(self, input_shape):
+        dim = input_shape[-1]
+        if dim is None:
+            raise ValueError("the input width D must be known to build DEMEnergy")
+        self.dim = int(dim)
+        self.V = self.add_weight(name="V", shape=(self.hidden, self.dim),
+                                 initializer=keras.initializers.RandomNormal(stddev=self.dim ** -0.5))
+        self.W = self.add_weight(name="W", shape=(self.latents, self.hidden),
+                                 initializer=keras.initializers.RandomNormal(stddev=self.hidden ** -0.5))
+        self.b = self.add_weight(name="b", shape=(self.dim,), initializer="zeros")
+        self.c = self.add_weight(name="c", shape=(self.latents,), initializer="zeros")
+        self.d = self.add_weight(name="d", shape=(self.hidden,), initializer="zeros") if self.use_bias else None
+
+    def _check(self, x):
+        if x.shape[-1] is not None and x.shape[-1] != self.dim:
+            raise ValueError(f"X has {x.shape[-1]} features, but the model expects {self.dim}")
+
+    @property
+    def params(self):
+        """(V, W, b, c, sigma, d) in the order of the tensor functions' arguments."""
+        return self.V, self.W, self.b, self.c, self.sigma, self.d
+
+    def call(self, x):
+        self._check(x)
+        return unnormalized_log_prob(x, *self.params)
+
+    def features(self, x):
+        """g(x) = s(V x + d): [n, hidden]."""
+        return features(x, self.V, self.d)
+
+    def latent_logits(self, x):
+        """w_k^T g(x) + c_k: [n, K]."""
+        return latent_logits(x, self.V, self.W, self.c, self.d)
+
+    def latent_means(self, x):
+        """E[z | x] = s(w_k^T g(x) + c_k): [n, K]."""
+        return sigmoid(self.latent_logits(x))
+
+    def sample_latents(self, x, seed):
+        """z ~ p(z | x) with a stateless seed [2]: float [n, K] of 0/1."""
+        return sample_latents(self.latent_logits(x), seed)
+
+    def joint(self, x, z):
+        """f(x, z): [n]."""
+        return joint_log_prob(x, z, *self.params)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[:-1]
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden, "latents": self.latents,
+                "sigma": self.sigma, "use_bias": self.use_bias}

@@ -1,0 +1,127 @@
+"""Block Gibbs sweeps for the deep energy model: z ~ p(z | x) exactly, then an MCMC move of x given z.
+
+One sweep from x_t:
+
+    z_t     ~ p(z | x_t) = prod_k Bernoulli(s(w_k^T g(x_t) + c_k)),
+    x_{t+1} ~ K_z(x_t, .),  a tensorflow-probability kernel whose invariant density is
+              p(x | z_t) ∝ exp f(x, z_t) = exp(-||x||^2 / (2 sigma^2) + b^T x + z_t^T W g(x)).
+
+Both moves leave p(x, z) invariant, so the x-marginal of the chain converges to p(x). x given z is not
+Gaussian (g(x) = s(V x) is non-linear), hence a gradient-based move:
+
+    langevin  tfp.mcmc.UncalibratedLangevin: x' = x + (eta / 2) grad f + sqrt(eta) N(0, I), no
+              accept/reject (biased for finite eta; every proposal is accepted, acceptance reported 1);
+    mala      tfp.mcmc.MetropolisAdjustedLangevinAlgorithm: the same proposal, Metropolis-corrected;
+    hmc       tfp.mcmc.HamiltonianMonteCarlo with `leapfrog_steps` leapfrog steps of size eta.
+
+eta is `step_size` (for Langevin and MALA it is the variance of the injected noise, tfp's convention).
+Where the kernel accepts or rejects, eta is adapted after every sweep towards a target acceptance rate,
+the rule of tfp.mcmc.SimpleStepSizeAdaptation applied per sweep (the kernel is rebuilt each sweep because
+its target changes with z):
+
+    eta <- eta * (1 + rate)  if mean acceptance probability > target,  eta / (1 + rate) otherwise.
+
+The callers pass the model's tensor functions (`energy_models.layers.dem_energy`), so the Keras model
+and the exported `tf.Module` run the same sweep. Sweeps are unrolled in Python by the trainer: under XLA
+the matrix product V x of a proposal is then shared with the next sweep's draw of z, and gradients that
+are never used (the uncalibrated kernel's at its proposal) are removed as dead code.
+
+References: Roberts and Tweedie, "Exponential convergence of Langevin distributions and their discrete
+approximations", Bernoulli (1996); Neal, "MCMC using Hamiltonian dynamics" (2011); Hinton, "Training
+products of experts by minimizing contrastive divergence", Neural Computation (2002).
+"""
+
+import tensorflow as tf
+
+from energy_models.layers.dem_energy import sample_latents
+
+METHODS = ("langevin", "mala", "hmc")
+# Optimal acceptance rates in high dimension: MALA 0.574 (Roberts and Rosenthal, 1998), HMC 0.651
+# (Beskos et al., 2013).
+TARGET_ACCEPTANCE = {"mala": 0.574, "hmc": 0.651}
+
+
+def make_kernel(method, target_log_prob_fn, step_size, leapfrog_steps=5):
+    """The tfp.mcmc kernel named by `method` ("langevin", "mala" or "hmc") for one target."""
+    import tensorflow_probability as tfp
+
+    if method == "langevin":
+        return tfp.mcmc.UncalibratedLangevin(target_log_prob_fn, step_size, compute_acceptance=False)
+    if method == "mala":
+        return tfp.mcmc.MetropolisAdjustedLangevinAlgorithm(target_log_prob_fn, step_size)
+    if method == "hmc":
+        return tfp.mcmc.HamiltonianMonteCarlo(target_log_prob_fn, step_size,
+                                              num_leapfrog_steps=leapfrog_steps)
+    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+def gibbs_sweep(x, step_size, seed, logits_fn, joint_fn, method, leapfrog_steps=5):
+    """One sweep z ~ p(z | x), x' ~ K_z(x, .).
+
+    Args:
+        x: current states [n, D].
+        step_size: eta, scalar tensor.
+        seed: stateless seed [2] int32; split into one seed for z and one for the kernel.
+        logits_fn: x -> w_k^T g(x) + c_k [n, K].
+        joint_fn: (x, z) -> f(x, z) [n].
+        method: "langevin", "mala" or "hmc".
+        leapfrog_steps: HMC only.
+
+    Returns:
+        (x' [n, D], acceptance probability min(1, exp(log accept ratio)) [n]; ones for Langevin).
+    """
+    z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    z = sample_latents(logits_fn(x), z_seed)
+    kernel = make_kernel(method, lambda state: joint_fn(state, z), step_size, leapfrog_steps)
+    x_new, results = kernel.one_step(x, kernel.bootstrap_results(x), seed=x_seed)
+    if method == "langevin":
+        return x_new, tf.ones(tf.shape(x)[:1], x.dtype)
+    log_ratio = results.log_accept_ratio
+    # A NaN or -inf ratio (a proposal into overflow) is a rejection, as in tfp's Metropolis-Hastings.
+    accept = tf.where(tf.math.is_finite(log_ratio), tf.exp(tf.minimum(log_ratio, 0.0)), 0.0)
+    return x_new, tf.cast(accept, x.dtype)
+
+
+def adapt_step_size(step_size, acceptance, target, rate):
+    """eta * (1 + rate) if mean(acceptance) > target else eta / (1 + rate) (SimpleStepSizeAdaptation)."""
+    factor = tf.where(tf.reduce_mean(acceptance) > target, 1.0 + rate, 1.0 / (1.0 + rate))
+    return step_size * tf.cast(factor, step_size.dtype)
+
+
+def run_chains(x, step_size, seed, num_sweeps, logits_fn, joint_fn, method, leapfrog_steps=5,
+               adapt_rate=0.0, target_acceptance=None, unroll=True):
+    """`num_sweeps` Gibbs sweeps from x, adapting eta per sweep when the kernel has an acceptance.
+
+    Args:
+        x, step_size, logits_fn, joint_fn, method, leapfrog_steps: as for `gibbs_sweep`.
+        seed: stateless seed [2]; sweep t uses the t-th of `num_sweeps` split seeds.
+        num_sweeps: Python int (unrolled) or, with unroll=False, a scalar tensor (tf.while_loop).
+        adapt_rate: rate of the step-size rule (0 keeps eta fixed; Langevin never adapts).
+        target_acceptance: defaults to TARGET_ACCEPTANCE[method].
+        unroll: Python loop (short chains in training; lets XLA share work between sweeps) or
+            tf.while_loop (long chains when sampling).
+
+    Returns:
+        (x after the sweeps, mean acceptance probability over sweeps and chains, final eta).
+    """
+    adapt = adapt_rate > 0 and method in TARGET_ACCEPTANCE
+    target = TARGET_ACCEPTANCE.get(method, 1.0) if target_acceptance is None else target_acceptance
+    step_size = tf.convert_to_tensor(step_size, x.dtype)
+
+    def body(t, x, eta, accept_sum, seeds):
+        x, accept = gibbs_sweep(x, eta, seeds[t], logits_fn, joint_fn, method, leapfrog_steps)
+        if adapt:
+            eta = adapt_step_size(eta, accept, target, adapt_rate)
+        return t + 1, x, eta, accept_sum + tf.reduce_mean(accept), seeds
+
+    if unroll:
+        seeds = tf.random.experimental.stateless_split(seed, num_sweeps)
+        state = (0, x, step_size, tf.zeros([], x.dtype), seeds)
+        for _ in range(num_sweeps):
+            state = body(*state)
+    else:
+        seeds = tf.random.experimental.stateless_split(seed, tf.maximum(num_sweeps, 1))
+        state = tf.while_loop(lambda t, *_: t < num_sweeps, body,
+                              (tf.constant(0), x, step_size, tf.zeros([], x.dtype), seeds))
+    _, x, eta, accept_sum, _ = state
+    return x, accept_sum / tf.cast(tf.maximum(num_sweeps, 1), x.dtype), eta

@@ -1,0 +1,209 @@
+"""Tests for the deep energy model: S and s, the energy layer, Gibbs latents, MCMC, CD training, export."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from energy_models.errors import UserError
+from energy_models.estimators.contrastive_divergence import ContrastiveDivergence
+from energy_models.experiments import dem
+from energy_models.layers.dem_energy import DEMEnergy, sample_latents, sigmoid, softplus
+from energy_models.samplers import dem_gibbs
+from train import _cli
+from train import dem as dem_cli
+
+
+def test_softplus_and_sigmoid_exact_values_and_extremes():
+    u = tf.constant([-1e4, -2.0, 0.0, 1.0, 1e4], tf.float64)
+    u_np = np.array([-2.0, 0.0, 1.0])
+    np.testing.assert_allclose(softplus(u).numpy()[1:4], np.log1p(np.exp(u_np)), rtol=1e-12)
+    np.testing.assert_allclose(sigmoid(u).numpy()[1:4], 1 / (1 + np.exp(-u_np)), rtol=1e-12)
+    assert softplus(u).numpy()[0] == 0.0 and softplus(u).numpy()[4] == 1e4
+    assert sigmoid(u).numpy()[0] == 0.0 and sigmoid(u).numpy()[4] == 1.0
+    for dtype in (tf.float32, tf.float64):
+        x = tf.constant([-1e4, 0.0, 1e4], dtype)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(x)
+            s_values, big_s = sigmoid(x), softplus(x)
+        grad_s, grad_big_s = tape.gradient(s_values, x).numpy(), tape.gradient(big_s, x).numpy()
+        assert np.all(np.isfinite(big_s.numpy())) and np.all(np.isfinite(s_values.numpy()))
+        np.testing.assert_allclose(grad_big_s, [0.0, 0.5, 1.0])  # S'(u) = s(u)
+        np.testing.assert_allclose(grad_s, [0.0, 0.25, 0.0])  # s'(u) = s(u)(1 - s(u))
+
+
+def _layer(dim=12, hidden=5, latents=4, sigma=0.7, use_bias=True, seed=0):
+    layer = DEMEnergy(hidden, latents, sigma, use_bias=use_bias, dtype="float64")
+    layer.build((None, dim))
+    rng = np.random.default_rng(seed)
+    for weight in layer.weights:
+        weight.assign(rng.normal(size=weight.shape))
+    return layer
+
+
+def _numpy_log_p(layer, x):
+    V, W, b, c = (np.asarray(w, np.float64) for w in (layer.V, layer.W, layer.b, layer.c))
+    d = 0.0 if layer.d is None else np.asarray(layer.d, np.float64)
+    g = 1 / (1 + np.exp(-(x @ V.T + d)))
+    a = g @ W.T + c
+    return -np.sum(x ** 2, 1) / (2 * layer.sigma ** 2) + x @ b + np.sum(np.logaddexp(0, a), 1)
+
+
+def test_layer_log_p_matches_numpy_and_config_round_trips():
+    layer = _layer()
+    x = np.random.default_rng(1).normal(size=(9, 12))
+    np.testing.assert_allclose(layer(x).numpy(), _numpy_log_p(layer, x), rtol=1e-12)
+    # Summing z out of exp f: log p~(x) = log sum_z exp f(x, z), checked by brute force over {0,1}^4.
+    zs = np.array(np.meshgrid(*[[0, 1]] * 4)).reshape(4, -1).T.astype(np.float64)
+    joint = np.stack([layer.joint(x, np.tile(z, (9, 1))).numpy() for z in zs])
+    np.testing.assert_allclose(np.logaddexp.reduce(joint, axis=0), layer(x).numpy(), rtol=1e-10)
+    clone = DEMEnergy.from_config(layer.get_config())
+    assert (clone.hidden, clone.latents, clone.sigma, clone.use_bias) == (5, 4, 0.7, True)
+    with pytest.raises(ValueError, match="sigma must be a positive finite number, got sigma=0"):
+        DEMEnergy(sigma=0)
+
+
+def test_grad_x_log_p_matches_finite_differences():
+    layer = _layer(use_bias=False)
+    x = tf.constant(np.random.default_rng(2).normal(size=(3, 12)))
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        log_p = layer(x)
+    grad = tape.gradient(log_p, x).numpy()
+    h = 1e-6
+    numeric = np.zeros_like(grad)
+    for j in range(12):
+        step = np.zeros((1, 12))
+        step[0, j] = h
+        numeric[:, j] = (_numpy_log_p(layer, x.numpy() + step) - _numpy_log_p(layer, x.numpy() - step)) / (2 * h)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-7)
+
+
+def test_gibbs_latents_have_frequency_s_of_logits():
+    layer = _layer()
+    x = np.random.default_rng(3).normal(size=(1, 12))
+    logits = layer.latent_logits(np.repeat(x, 40_000, axis=0))
+    z = sample_latents(tf.cast(logits, tf.float32), tf.constant([7, 1])).numpy()
+    p = sigmoid(logits[0]).numpy()
+    # Binomial standard error; 5 of them keeps the false-alarm rate negligible.
+    np.testing.assert_array_less(np.abs(z.mean(0) - p), 5 * np.sqrt(p * (1 - p) / 40_000) + 1e-9)
+    assert set(np.unique(z)) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("method", ["mala", "hmc"])
+def test_negative_phase_samples_gaussian_when_V_is_zero(method):
+    # With V = 0, g = s(0) = 1/2 for every x, so log p~ = -||x||^2/(2 sigma^2) + b^T x + const:
+    # the model is N(sigma^2 b, sigma^2 I), whatever W and c are.
+    dim, sigma, n = 16, 0.5, 4000
+    energy = DEMEnergy(6, 5, sigma)
+    model = ContrastiveDivergence(energy, dim=dim, mcmc=method, mcmc_steps=1, step_size=0.1, seed=3)
+    energy.V.assign(np.zeros((6, dim)))
+    b = np.linspace(-2, 2, dim).astype(np.float32)
+    energy.b.assign(b)
+    start = np.zeros((n, dim), np.float32)  # far from the mean sigma^2 b in most coordinates
+    samples = model.sample(start, 150, seed=11, step_size=0.2 * sigma ** 2)
+    # Independent chains give independent final states: mean error ~ sigma / sqrt(n),
+    # variance error ~ sigma^2 sqrt(2 / n) per coordinate.
+    np.testing.assert_array_less(np.abs(samples.mean(0) - sigma ** 2 * b), 5 * sigma / np.sqrt(n))
+    np.testing.assert_array_less(np.abs(samples.var(0) - sigma ** 2), 5 * sigma ** 2 * np.sqrt(2 / n))
+
+
+def test_step_size_adaptation_moves_towards_target():
+    eta = tf.constant(0.1)
+    assert dem_gibbs.adapt_step_size(eta, tf.constant([0.9, 0.8]), 0.574, 0.01).numpy() == pytest.approx(0.101)
+    assert dem_gibbs.adapt_step_size(eta, tf.constant([0.1]), 0.574, 0.01).numpy() == pytest.approx(0.1 / 1.01)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dem")
+    photos = os.environ.get("ENERGY_MODELS_TEST_PHOTOS")
+    config = dem.DEMConfig(images=photos, num_patches=2000, whiten="zca", mcmc="langevin", mcmc_steps=3,
+                           step_size=0.01, hidden=16, latents=16, epochs=2, batch_size=64,
+                           learning_rate=3e-3, sample_sweeps=5, run_dir=str(root / "run"),
+                           export_dir=str(root / "model"))
+    return config, dem.train_and_evaluate(config)
+
+
+def test_short_training_lowers_data_energy_below_negatives(trained):
+    config, metrics = trained
+    final = metrics["final"]
+    assert final["energy_data"] < final["energy_negatives"]
+    assert np.isfinite(metrics["heldout_log_prob_mean"]) and 0 <= metrics["auroc_vs_gaussian_samples"] <= 1
+    for name in ("config.json", "metrics.json", "patches.npz", "figures/filters.png", "figures/samples.png",
+                 "checkpoints/last_good.weights.h5"):
+        assert os.path.exists(os.path.join(config.run_dir, name)), name
+
+
+def test_export_loads_in_fresh_process_without_project(trained):
+    config, metrics = trained
+    from energy_models.data.patches import load_patch_set
+
+    heldout = load_patch_set(os.path.join(config.run_dir, "patches.npz")).heldout
+    module = tf.saved_model.load(config.export_dir)
+    log_p = module.unnormalized_log_prob(heldout).numpy()
+    assert np.mean(log_p) == pytest.approx(metrics["heldout_log_prob_mean"], rel=1e-4)
+    assert np.all(np.isnan(module.log_prob(heldout[:3]).numpy()))
+    assert module.sample(5, 1).shape == (5, 784) and module.filters().shape == (16, 784)
+    assert json.loads(module.info().numpy())["kind"] == "deep_energy_model"
+    np.save(os.path.join(config.run_dir, "x.npy"), heldout[:20])
+    code = ("import numpy as np, tensorflow as tf, sys; m = tf.saved_model.load(sys.argv[1]); "
+            "x = np.load(sys.argv[2]); print(repr(m.unnormalized_log_prob(x).numpy().tolist())); "
+            "print(m.sample(4, 3).numpy().shape)")
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/tmp"),
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    out = subprocess.run([sys.executable, "-c", code, config.export_dir, os.path.join(config.run_dir, "x.npy")],
+                         capture_output=True, text=True, env=env, cwd="/", timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    np.testing.assert_allclose(eval(lines[-2]), log_p[:20], rtol=1e-5)
+    assert lines[-1] == "(4, 784)"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--sigma", "0"], "--sigma must be > 0"),
+    (["--mcmc-steps", "0"], "--mcmc-steps must be a positive integer, got 0"),
+    (["--step-size", "-1"], "--step-size must be > 0, got -1"),
+    (["--learning-rate", "0"], "--learning-rate must be > 0"),
+    (["--whiten-epsilon", "0"], "--whiten-epsilon must be > 0"),
+])
+def test_bad_flag_values_raise_user_error(flags, message):
+    args = _cli.parser_for(dem.DEMConfig, "train.dem", "").parse_args(flags)
+    with pytest.raises(UserError, match=message):
+        dem.DEMConfig(**vars(args)).resolve()
+
+
+def test_cli_prints_one_line_for_a_bad_patch_file(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros(3))
+    code = _cli.run_main(dem_cli.main, ["--patches", str(bad), "--run-dir", str(tmp_path / "run"),
+                                        "--export-dir", str(tmp_path / "model")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "is not a patch file" in err
+
+
+def test_divergence_guard_names_the_step_and_restores_last_good_weights(tmp_path):
+    import keras
+
+    from energy_models.experiments.dem_callbacks import DivergenceGuard
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    good = [w.numpy().copy() for w in model.weights]
+    guard = DivergenceGuard(tmp_path / "checkpoints", dem.DEMConfig(learning_rate=0.01, step_size=0.5))
+    guard.set_model(model)
+    guard.on_train_begin()
+    guard.on_epoch_begin(0)
+    guard.on_train_batch_end(3, {"loss": 1.0, "energy_data": 2.0})
+    model.weights[0].assign(np.full((3, 2), np.nan, np.float32))  # what a diverged update leaves
+    guard.on_train_batch_end(4, {"loss": float("nan"), "energy_data": float("inf")})
+    assert model.stop_training and guard.diverged
+    assert guard.message.startswith("training diverged at epoch 1, step 5 (non-finite loss, energy_data); "
+                                    "try a smaller --learning-rate (now 0.01) or --step-size (now 0.5)")
+    for restored, expected in zip(model.weights, good):
+        np.testing.assert_array_equal(restored.numpy(), expected)
+    guard.on_epoch_end(0)  # Keras still calls this after a stop: the diverged weights must not be saved
+    assert guard.epochs_done == 0

@@ -1,0 +1,27 @@
+"""python -m train.dem: train the deep energy model on natural image patches by contrastive divergence (Exercise 2).
+
+Examples:
+  python -m train.dem --images ../shared/data/photos
+  python -m train.dem --images ../shared/data/photos --whiten none --sigma 0.1 --mcmc langevin
+  python -m train.dem --patches runs/dem-zca-sigma1/patches.npz --persistent --epochs 20
+"""
+
+import sys
+
+from train import _cli
+
+
+def main(argv=None):
+    from energy_models.experiments import dem
+
+    parser = _cli.parser_for(dem.DEMConfig, "python -m train.dem", __doc__.splitlines()[0])
+    args = parser.parse_args(argv)
+    config = dem.DEMConfig(**vars(args))
+    metrics = dem.train_and_evaluate(config)
+    print("\n".join(dem.summary_lines(metrics)))
+    print(f"  run directory: {config.run_dir} (tensorboard --logdir {config.run_dir})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_cli.run_main(main))
