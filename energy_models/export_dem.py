@@ -53,6 +53,7 @@ class DEMModule(tf.Module):
         else:
             w = model.whitening
             mean, matrix, inverse, log_det = w.mean, w.matrix, w.inverse_matrix, w.log_abs_det
+        self._whitened = model.whitening is not None
         self._white_mean, self._white = variable(mean, "whitening_mean"), variable(matrix, "whitening")
         self._white_inverse = variable(inverse, "whitening_inverse")
         self._log_det = variable(np.float32(log_det), "log_abs_det")
@@ -71,7 +72,9 @@ class DEMModule(tf.Module):
         self._info = tf.Variable(json.dumps(info, sort_keys=True), trainable=False, name="info")
 
         spec = tf.TensorSpec([None, dim], tf.float32, name="x")
-        self.unnormalized_log_prob = tf.function(self._unnormalized_log_prob, input_signature=[spec])
+        # XLA fuses the whitening, the two layers and the softplus sum into one pass over each batch.
+        self.unnormalized_log_prob = tf.function(self._unnormalized_log_prob, input_signature=[spec],
+                                                 jit_compile=True)
         self.log_prob = tf.function(lambda x: self._unnormalized_log_prob(x) - self._log_z,
                                     input_signature=[spec])
         self.sample = tf.function(self._sample, input_signature=[
@@ -81,7 +84,14 @@ class DEMModule(tf.Module):
         self.info = tf.function(lambda: tf.identity(self._info), input_signature=[])
 
     def _whiten(self, x):
+        if not self._whitened:
+            return x  # A raw model: skip an identity matmul that would cost D^2 per patch.
         return tf.matmul(x - self._white_mean, self._white, transpose_b=True)
+
+    def _unwhiten(self, u):
+        if not self._whitened:
+            return u
+        return tf.matmul(u, self._white_inverse, transpose_b=True) + self._white_mean
 
     def _logits(self, u):
         return dem_energy.latent_logits(u, self._V, self._W, self._c, self._d)
@@ -100,4 +110,4 @@ class DEMModule(tf.Module):
         x0 = self._data_mean + tf.matmul(eps, self._gauss_chol, transpose_b=True)  # Cov = L L^T
         u, _, _ = dem_gibbs.run_chains(self._whiten(x0), self._step_size, chain_seed, tf.constant(self._sweeps),
                                        self._logits, self._joint, self._mcmc, self._leapfrog, unroll=False)
-        return tf.matmul(u, self._white_inverse, transpose_b=True) + self._white_mean
+        return self._unwhiten(u)
