@@ -163,19 +163,32 @@ def test_losses_finite_when_densities_underflow():
     assert np.isfinite(float(cnce.loss_terms(x)["loss"]))
 
 
-def test_pd_guard_shifts_an_indefinite_precision():
+def test_ensure_positive_definite_shifts_an_indefinite_precision():
     model = GridGaussian(2, 2, 4)
     model.precision_layer.set_precision(np.ones((2, 2)), np.full((2, 2, 2), 2.0))
+    couplings = np.asarray(model.precision_layer.couplings)
     assert model.smallest_eigenvalue() < 0
+    assert common.ensure_positive_definite(model, 0.05) > 0
+    assert 0.05 <= model.smallest_eigenvalue() < 0.06
+    np.testing.assert_array_equal(np.asarray(model.precision_layer.couplings), couplings)
+
+
+def test_pd_guard_backtracks_to_the_last_pd_weights():
+    model = ScoreMatchingGaussian(2, 2, 4)
+    model.precision_layer.set_dense(tiny_lambda().precision_dense())
+    model.compile(optimizer=keras.optimizers.Adam(0.1))
+    good = model.precision_dense()
     guard = common.PositiveDefiniteGuard(floor=0.05, every=1)
     guard.set_model(model)
+    guard.on_train_begin()
+    model.precision_layer.couplings.assign(np.full((2, 2, 2), 5.0, np.float32))  # A bad step.
+    assert model.smallest_eigenvalue() < 0
     guard.on_train_batch_end(0)
     assert guard.corrections == 1
-    assert 0.05 <= model.smallest_eigenvalue() < 0.06
-    couplings = np.asarray(model.precision_layer.couplings)
-    guard.on_train_batch_end(1)  # Now PD above the floor: left alone.
+    np.testing.assert_array_equal(model.precision_dense(), good)
+    np.testing.assert_allclose(float(model.optimizer.learning_rate), 0.05)
+    guard.on_train_batch_end(1)  # PD now: left alone.
     assert guard.corrections == 1
-    np.testing.assert_array_equal(np.asarray(model.precision_layer.couplings), couplings)
 
 
 def test_pd_guard_leaves_a_pd_precision_alone():
