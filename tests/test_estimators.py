@@ -12,7 +12,7 @@ from energy_models.estimators import common
 from energy_models.estimators.cnce import CNCEGaussian, choose_epsilon, cnce_loss
 from energy_models.estimators.mle import fit_grid_mle
 from energy_models.estimators.nce import NCEGaussian, nce_loss
-from energy_models.estimators.score_matching import ScoreMatchingGaussian
+from energy_models.estimators.score_matching import ScoreMatchingGaussian, score_matching_optimum
 from energy_models.experiments.gaussian import GaussianConfig
 from energy_models.gaussian import GridGaussian
 
@@ -43,11 +43,12 @@ def well_specified():
 
 def train(estimator, x, mean, epochs, lr=0.05, batch=500, start_c=False):
     estimator.set_mean(mean)
-    estimator.precision_layer.diagonal.assign(
-        (1.0 / x.var(0)).reshape(H, W).astype(np.float32))  # The moment-matched start.
+    estimator.set_scales(x.var(0))  # The moment-matched start: Lambda~ = I, Lambda = diag(1 / var).
+    estimator.precision_layer.diagonal.assign(np.ones((H, W), np.float32))
     if start_c:
-        estimator.c.assign(-estimator.log_normalizer())
-    estimator.compile(optimizer=keras.optimizers.Adam(lr))
+        estimator.set_c(-estimator.log_normalizer())
+    steps = epochs * (len(x) // batch)
+    estimator.compile(optimizer=common.make_optimizer("adam", lr, steps))
     guard = common.PositiveDefiniteGuard(floor=1e-2, every=10)
     estimator.fit(x, batch_size=batch, epochs=epochs, verbose=0, shuffle=True, callbacks=[guard])
     return estimator
@@ -79,7 +80,7 @@ def test_cnce_reaches_mle(well_specified):
     x, mean, s, mle = well_specified
     model = CNCEGaussian(H, W, 4, kappa=2, seed=0)
     model.set_mean(mean)
-    model.precision_layer.diagonal.assign((1.0 / x.var(0)).reshape(H, W).astype(np.float32))
+    model.set_scales(x.var(0))
     model.epsilon.assign(choose_epsilon(model, x[:1000]))
     model = train(model, x, mean, epochs=15)
     assert relative_distance(model.precision_dense(), mle) < TOLERANCE
@@ -93,6 +94,25 @@ def test_nce_reaches_mle_and_log_z(well_specified):
     assert relative_distance(model.precision_dense(), mle) < TOLERANCE
     # log Z of a 36-d model: the estimate -c should match D/2 log 2 pi - 1/2 log det Lambda to ~0.1 nat.
     assert abs(model.log_z_estimate() - model.log_normalizer()) < 0.15
+
+
+def test_score_matching_closed_form_is_the_stationary_point(well_specified):
+    x, mean, s, mle = well_specified
+    pattern = true_model().pattern
+    lam = score_matching_optimum(s, pattern)
+    # Gradient of J = tr(Lambda S Lambda) / 2 - tr(Lambda) over all symmetric matrices, read on the
+    # pattern (edges count twice): zero at the constrained stationary point.
+    grad = 0.5 * (s @ lam + lam @ s) - np.eye(len(s))
+    diag, couplings = pattern.from_dense(grad)
+    assert np.max(np.abs(diag)) < 1e-8 and np.max(np.abs(couplings)) < 1e-8
+    # Well specified: SM and ML are both consistent, so they agree up to sampling noise.
+    assert relative_distance(lam, mle) < 0.05
+
+
+def test_score_matching_trainer_reaches_closed_form(well_specified):
+    x, mean, s, mle = well_specified
+    model = train(ScoreMatchingGaussian(H, W, 4), x, mean, epochs=8)
+    assert relative_distance(model.precision_dense(), score_matching_optimum(s, true_model().pattern)) < 0.03
 
 
 def tiny_lambda():
@@ -120,8 +140,13 @@ def test_nce_noise_log_prob_matches_scipy():
     s = np.array([[2, .5, .1, 0], [.5, 1, .2, .1], [.1, .2, 1.5, .3], [0, .1, .3, 1]])
     model.set_noise(s)
     x = np.array([[0.1, -0.3, 0.5, 1.0]], np.float32)
-    np.testing.assert_allclose(model.noise_distribution().log_prob(x).numpy(),
-                               stats.multivariate_normal(np.zeros(4), s).logpdf(x), rtol=1e-5)
+    reference = stats.multivariate_normal(np.zeros(4), s)
+    np.testing.assert_allclose(model.noise_distribution().log_prob(x).numpy(), reference.logpdf(x),
+                               rtol=1e-5)
+    # The training path: a triangular solve for data, ||eps||^2 for the draws (no solve).
+    np.testing.assert_allclose(model.noise_log_prob(x).numpy(), reference.logpdf(x), rtol=1e-5)
+    y, log_pn_y = model.noise_sample(3)
+    np.testing.assert_allclose(log_pn_y.numpy(), reference.logpdf(y.numpy()), rtol=1e-4)
 
 
 def test_cnce_loss_against_numpy():
@@ -157,7 +182,8 @@ def test_losses_finite_when_densities_underflow():
     assert np.isfinite(float(terms["loss"]))
     # Data far out under the noise and the model alike: also when the noise draws are far out.
     lp = model.unnormalized_log_prob(x)
-    loss = nce_loss(lp, model.noise_distribution().log_prob(x), lp * 3, lp * 2, 0.0, 100.0)[0]
+    # Noise draws where the model is far above the noise (G = -lp ~ 2e8): softplus(G) = G, no overflow.
+    loss = nce_loss(lp, model.noise_log_prob(x), lp * 2, lp * 3, 0.0, 100.0)[0]
     assert np.isfinite(float(loss)) and float(loss) > 0
     cnce = CNCEGaussian(2, 2, 4, epsilon=1e3)
     assert np.isfinite(float(cnce.loss_terms(x)["loss"]))
@@ -173,7 +199,7 @@ def test_ensure_positive_definite_shifts_an_indefinite_precision():
     np.testing.assert_array_equal(np.asarray(model.precision_layer.couplings), couplings)
 
 
-def test_pd_guard_backtracks_to_the_last_pd_weights():
+def test_pd_guard_backtracks_the_step_and_keeps_the_learning_rate():
     model = ScoreMatchingGaussian(2, 2, 4)
     model.precision_layer.set_dense(tiny_lambda().precision_dense())
     model.compile(optimizer=keras.optimizers.Adam(0.1))
@@ -181,14 +207,30 @@ def test_pd_guard_backtracks_to_the_last_pd_weights():
     guard = common.PositiveDefiniteGuard(floor=0.05, every=1)
     guard.set_model(model)
     guard.on_train_begin()
-    model.precision_layer.couplings.assign(np.full((2, 2, 2), 5.0, np.float32))  # A bad step.
+    bad_couplings = np.full((2, 2, 2), 5.0, np.float32)
+    model.precision_layer.couplings.assign(bad_couplings)  # A step far out of the cone.
+    bad = model.precision_dense()
     assert model.smallest_eigenvalue() < 0
     guard.on_train_batch_end(0)
-    assert guard.corrections == 1
-    np.testing.assert_array_equal(model.precision_dense(), good)
-    np.testing.assert_allclose(float(model.optimizer.learning_rate), 0.05)
+    assert guard.failures == 1 and guard.halvings >= 1
+    # The iterate lies on the segment good -> bad at t = 2^-k, just inside the cone (t doubled is not).
+    t = 0.5 ** guard.halvings
+    np.testing.assert_allclose(model.precision_dense(), good + t * (bad - good), rtol=1e-5, atol=1e-6)
+    assert model.smallest_eigenvalue() >= 0.05
+    assert np.linalg.eigvalsh(good + 2 * t * (bad - good))[0] < 0.05
+    np.testing.assert_allclose(float(model.optimizer.learning_rate), 0.1)  # Untouched.
     guard.on_train_batch_end(1)  # PD now: left alone.
-    assert guard.corrections == 1
+    assert guard.failures == 1
+
+
+def test_pd_guard_tests_the_standardised_precision():
+    model = ScoreMatchingGaussian(2, 2, 4)
+    model.set_scales([100.0, 100.0, 100.0, 100.0])  # Lambda = Lambda~ / 100: lambda_min 0.01 * that.
+    model.precision_layer.set_dense(tiny_lambda().precision_dense())
+    smallest = np.linalg.eigvalsh(tiny_lambda().precision_dense())[0]
+    assert common.is_positive_definite(model, 0.9 * smallest)
+    assert not common.is_positive_definite(model, 1.1 * smallest)
+    np.testing.assert_allclose(model.smallest_eigenvalue(), smallest / 100, rtol=1e-5)
 
 
 def test_pd_guard_leaves_a_pd_precision_alone():

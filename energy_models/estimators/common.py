@@ -1,9 +1,15 @@
 """What the stochastic estimators (NCE, cNCE, score matching) share: the positive-definiteness guard,
 the moment-matched start, the optimiser, the per-epoch held-out evaluation and the `model.fit` driver.
 
-Positive definiteness (the design decision, see `PositiveDefiniteGuard`): Lambda is left unconstrained
-(every symmetric grid matrix is reachable, as the exact MLE needs) and the iterate is projected back
-into {Lambda : lambda_min(Lambda) >= floor} by a diagonal shift whenever a Cholesky test fails.
+Conditioning (see `EstimatorGaussian`): the trainable weights are the STANDARDISED precision
+Lambda~ = diag(sigma) Lambda diag(sigma), sigma_i^2 = S_ii fixed from the training data, started at
+Lambda~ = I (the diagonal MLE). Lambda~ has entries of order 1 (Lambda_ii itself spans ~15..100), so
+Adam's per-parameter step of ~lr suits every entry. This re-parameterises theta only: every loss is
+still computed on x in the original coordinates, so the estimators (and their optima) are unchanged.
+
+Positive definiteness (see `PositiveDefiniteGuard`): Lambda~ is unconstrained (every symmetric grid
+matrix is reachable, as the exact MLE needs); a step that leaves {lambda_min(Lambda~) >= floor} is
+shortened towards the last feasible point (backtracking line search on the parameters).
 """
 
 import time
@@ -26,13 +32,23 @@ class EstimatorGaussian(GridGaussian):
     reported names in `REPORTED`; `train_step` differentiates "loss" under `tf.GradientTape`, applies
     the gradients and updates one `keras.metrics.Mean` per reported quantity; `test_step` mirrors it
     without the update. The trained model is itself the Gaussian (Lambda and mu), so nothing is copied
-    between a "trainer" and a "model".
+    between a "trainer" and a "model" (the driver copies Lambda into the evaluated model at the end).
+
+    The precision layer holds the standardised precision Lambda~; the model's Lambda is
+
+        Lambda = diag(1 / sigma) Lambda~ diag(1 / sigma),
+        log phi(x) = -(x - mu)^T Lambda (x - mu) / 2 = -x~^T Lambda~ x~ / 2,   x~ = (x - mu) / sigma,
+
+    with the fixed per-pixel scales `inv_sigma` = 1 / sigma (`set_scales`; ones by default, so that
+    Lambda~ = Lambda). `precision_dense`, `log_normalizer` and `sample` all use Lambda.
     """
 
     REPORTED = ("loss",)
 
     def __init__(self, *args, seed=0, **kwargs):
         super().__init__(*args, **kwargs)
+        self.inv_sigma = self.add_weight(name="inv_sigma", shape=(self.dim,), initializer="ones",
+                                         trainable=False)
         self.seed = int(seed)
         self.seed_generator = keras.random.SeedGenerator(self.seed)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.REPORTED}
@@ -40,6 +56,28 @@ class EstimatorGaussian(GridGaussian):
     @property
     def metrics(self):
         return list(self.trackers.values())
+
+    def set_scales(self, variances):
+        """Fixes sigma_i = sqrt(variances_i), the standardisation of the parameters."""
+        self.inv_sigma.assign((1.0 / np.sqrt(np.asarray(variances, np.float64))).astype(np.float32))
+
+    def standardize(self, x):
+        """x~ = (x - mu) / sigma for x [n, D]."""
+        x = tf.convert_to_tensor(x, dtype=self.compute_dtype)
+        return (x - self.mu) * self.inv_sigma
+
+    def unnormalized_log_prob(self, x):
+        """-(x - mu)^T Lambda (x - mu) / 2 = -x~^T Lambda~ x~ / 2 for x [n, D]: shape [n]."""
+        return -self.precision_layer(self.standardize(x))
+
+    def standardized_precision_dense(self):
+        """Lambda~, float64 [D, D]: what the positive-definiteness guard tests."""
+        return self.precision_layer.dense()
+
+    def precision_dense(self):
+        """Lambda = diag(1/sigma) Lambda~ diag(1/sigma), float64 [D, D]."""
+        d = np.asarray(self.inv_sigma, dtype=np.float64)
+        return self.precision_layer.dense() * d[:, None] * d[None, :]
 
     def loss_terms(self, x):
         raise NotImplementedError
@@ -101,7 +139,7 @@ def ensure_positive_definite(model, floor):
     pattern) are untouched, every eigenvalue moves up by the same amount, and the new minimum is a tenth
     of the floor above it (margin against the Lanczos tolerance).
     """
-    dense = model.precision_dense()
+    dense = _guarded_dense(model)
     if not np.all(np.isfinite(dense)):
         return 0.0  # A diverged fit is reported by `checked_cholesky` downstream, with its message.
     try:
@@ -109,15 +147,21 @@ def ensure_positive_definite(model, floor):
         return 0.0
     except np.linalg.LinAlgError:
         pass
-    shift = floor - smallest_eigenvalue_sparse(model) + 0.1 * floor
+    shift = floor - float(np.linalg.eigvalsh(dense)[0]) + 0.1 * floor
     layer = model.precision_layer
     layer.diagonal.assign(layer.diagonal + np.float32(shift))
     return float(shift)
 
 
+def _guarded_dense(model):
+    """The matrix the guard keeps positive definite: Lambda~ for an `EstimatorGaussian`, else Lambda."""
+    return getattr(model, "standardized_precision_dense", model.precision_dense)()
+
+
 def is_positive_definite(model, floor):
-    """Whether lambda_min(Lambda) >= floor, by a dense Cholesky of Lambda - floor I (~45 ms at D = 784)."""
-    dense = model.precision_dense()
+    """Whether lambda_min >= floor of Lambda~ (Lambda for a plain `GridGaussian`), by a dense Cholesky
+    of Lambda~ - floor I (~10-45 ms at D = 784 on this shared machine)."""
+    dense = _guarded_dense(model)
     if not np.all(np.isfinite(dense)):
         return False
     try:
@@ -128,51 +172,77 @@ def is_positive_definite(model, floor):
 
 
 class PositiveDefiniteGuard(keras.callbacks.Callback):
-    """Keeps Lambda positive definite during `model.fit` by step control: test, then backtrack.
+    """Keeps Lambda positive definite during `model.fit` by step control: test, then backtrack the step.
 
-    Every `every` optimiser steps, at every epoch end and at the end of training, Lambda is tested with
-    `is_positive_definite(model, floor)` (a Cholesky of Lambda - floor I: it succeeds exactly when
-    lambda_min >= floor). On success the weights are remembered; on failure they are restored to the
-    last weights that passed, and the learning rate is multiplied by `shrink`. So the iterates walk
-    towards the estimator's optimum while it lies inside the cone, and stop just inside the boundary
-    (with ever smaller steps) when the optimum lies outside it, as it does on MNIST for score matching
-    and NCE at small nu. Between tests an iterate may briefly leave the cone; the NCE, cNCE and SM losses
-    are finite there (they need no log det), and every precision that is evaluated, sampled or exported
-    has passed the test.
+    Every `every` optimiser steps, at every epoch end and at the end of training, the standardised
+    precision Lambda~ (see `EstimatorGaussian`) is tested with a Cholesky of Lambda~ - floor I, which
+    succeeds exactly when lambda_min(Lambda~) >= floor. On success the parameters theta (every trainable
+    variable) are remembered as theta_prev. On failure the step is shortened along the segment,
 
-    Measured alternative (see bench/estimators.md): projecting by a diagonal shift
-    Lambda + (floor - lambda_min) I (`ensure_positive_definite`) keeps the couplings but for score
-    matching on MNIST shifted the diagonal by ~4 a hundred times and ended at a held-out log-likelihood
-    of -247 nats, against 362.5 for the MLE. A log-det barrier needs Lambda^-1 (a dense Cholesky) at
-    every step and biases interior optima; diagonal dominance cannot reach the MLE (38% of its rows
-    are not dominant).
+        theta <- theta_prev + 2^-k (theta - theta_prev),    k = 1, 2, ..., max_halvings,
+
+    until the test passes (theta_prev itself if none does). The set {lambda_min >= floor} is convex and
+    Lambda is linear in theta, so every point of the segment close enough to theta_prev is inside it: the
+    backtracked iterate is feasible, keeps the part of the step that fits, and the next step starts from
+    there. The learning rate and the optimiser's state are NOT touched (an earlier version halved the
+    learning rate on every failure and froze training after ~15 failures). When the estimator's optimum
+    lies outside the cone (score matching on MNIST, whose optimum over the pattern has lambda_min = -3.9)
+    the iterates slide along the boundary towards the constrained optimum, which is unique because every
+    objective here is convex in theta; a decaying learning rate (`make_optimizer`) lets them settle there.
+    Between tests an iterate may briefly leave the cone; the NCE, cNCE and SM losses are finite there
+    (they need no log det), and every precision that is evaluated, sampled or exported has passed.
+
+    Measured alternatives (bench/estimators.md): a diagonal shift Lambda + (floor - lambda_min) I moved
+    score matching far from its optimum (held-out log-likelihood -247 against 362.5); a log-det barrier
+    needs Lambda^-1 at every step and biases interior optima; diagonal dominance cannot reach the MLE
+    (38% of its rows are not dominant).
+
+    Args:
+      floor: the smallest eigenvalue kept, in standardised units (Lambda~ = diag(sigma) Lambda diag(sigma);
+        the MLE's Lambda~ has lambda_min 0.0093 at 4 neighbours, so the default 1e-3 is below it).
+      every: optimiser steps between tests.
+      max_halvings: backtracking halvings before falling back to theta_prev.
 
     Attributes:
-      corrections: how many times the weights were restored; seconds: time spent testing.
+      failures: tests that failed (each followed by a backtrack); halvings: total halvings;
+      seconds: time spent testing and backtracking.
     """
 
-    def __init__(self, floor=1e-2, every=20, shrink=0.5):
+    def __init__(self, floor=1e-3, every=5, max_halvings=20):
         super().__init__()
-        self.floor, self.every, self.shrink = float(floor), int(every), float(shrink)
-        self.corrections, self.seconds, self._saved = 0, 0.0, None
+        self.floor, self.every, self.max_halvings = float(floor), int(every), int(max_halvings)
+        self.failures, self.halvings, self.seconds, self._saved = 0, 0, 0.0, None
+
+    @property
+    def corrections(self):
+        return self.failures
 
     def _weights(self):
         return [np.array(v) for v in self.model.trainable_variables]
+
+    def _assign(self, values):
+        for variable, value in zip(self.model.trainable_variables, values):
+            variable.assign(value)
 
     def _check(self):
         start = time.perf_counter()
         if is_positive_definite(self.model, self.floor):
             self._saved = self._weights()
-        elif self._saved is not None:
-            for variable, value in zip(self.model.trainable_variables, self._saved):
-                variable.assign(value)
-            self.corrections += 1
-            optimizer = getattr(self.model, "optimizer", None)
-            if optimizer is not None:
-                optimizer.learning_rate.assign(optimizer.learning_rate * self.shrink)
-        else:  # Not PD before any iterate passed: the start itself is bad; shift it into the cone.
+        elif self._saved is None:  # Not PD before any iterate passed: shift the start into the cone.
             ensure_positive_definite(self.model, self.floor)
-            self.corrections += 1
+            self.failures += 1
+            self._saved = self._weights()
+        else:
+            self.failures += 1
+            proposed = self._weights()
+            for k in range(1, self.max_halvings + 1):
+                self.halvings += 1
+                t = 0.5 ** k
+                self._assign([p + t * (q - p) for p, q in zip(self._saved, proposed)])
+                if is_positive_definite(self.model, self.floor):
+                    break
+            else:
+                self._assign(self._saved)
             self._saved = self._weights()
         self.seconds += time.perf_counter() - start
 
@@ -186,7 +256,7 @@ class PositiveDefiniteGuard(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._check()
         if logs is not None:
-            logs["pd_corrections"] = self.corrections
+            logs["pd_failures"] = self.failures
 
     def on_train_end(self, logs=None):
         self._check()
@@ -226,21 +296,29 @@ class HeldOutEvaluation(keras.callbacks.Callback):
             logs["heldout_log_likelihood"] = row["heldout_log_likelihood"]
 
 
-def make_optimizer(name, learning_rate):
-    """The Keras optimiser named by --optimizer."""
+def make_optimizer(name, learning_rate, total_steps=None):
+    """The Keras optimiser named by --optimizer, its learning rate on a cosine decay over total_steps.
+
+    The decay (to 1% of the start) is what lets a stochastic iterate settle: with a constant rate, Adam
+    keeps moving every parameter by ~lr per step around the optimum (or along the PD boundary).
+    """
+    if total_steps:
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, int(total_steps),
+                                                                alpha=0.01)
     return {"sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,
             "adam": keras.optimizers.Adam}[name](learning_rate=learning_rate)
 
 
 def moment_matched_start(model, data):
-    """Lambda <- diag(1 / S_ii), the exact diagonal maximum-likelihood precision (couplings 0).
+    """sigma_i^2 <- S_ii and Lambda~ <- I, i.e. Lambda = diag(1 / S_ii), the exact diagonal MLE.
 
     Every estimator starts here: it is positive definite, has the right scale per pixel (S_ii spans
     0.01, noise only, to ~0.2), and needs only the per-pixel variances of the data.
     """
     variances = np.var(data.train_pixels, axis=0, dtype=np.float64) + data.noise_std ** 2
+    model.set_scales(variances)
     layer = model.precision_layer
-    layer.diagonal.assign((1.0 / variances).reshape(layer.diagonal.shape).astype(np.float32))
+    layer.diagonal.assign(np.ones(layer.diagonal.shape, np.float32))
     layer.couplings.assign(np.zeros(layer.couplings.shape, np.float32))
     return variances
 
@@ -260,19 +338,19 @@ def fit_keras_estimator(config, data, estimator, target, writer, verbose="auto")
       The extras dict for metrics.json (epoch history, PD-guard statistics, log Z estimate).
     """
     estimator.set_mean(data.mean)
-    estimator.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate))
+    steps = max(1, len(data.train_pixels) // config.batch_size)
+    estimator.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate,
+                                               steps * config.epochs))
     guard = PositiveDefiniteGuard(config.pd_floor, config.pd_check_every)
     held_out = HeldOutEvaluation(data.test, writer, config.seed)
     callbacks = [guard, held_out]
     if config.run_dir:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=config.run_dir, update_freq=50,
                                                      write_graph=False))
-    steps = max(1, len(data.train_pixels) // config.batch_size)
     history = estimator.fit(data.training_dataset(config.batch_size, config.seed), epochs=config.epochs,
                             steps_per_epoch=steps, callbacks=callbacks, shuffle=False, verbose=verbose)
-    target.precision_layer.set_precision(np.asarray(estimator.precision_layer.diagonal),
-                                         np.asarray(estimator.precision_layer.couplings))
+    target.precision_layer.set_dense(estimator.precision_dense())  # Lambda = D Lambda~ D.
     last = {k: float(v[-1]) for k, v in history.history.items()}
     return {"log_z_estimate": estimator.log_z_estimate(), "final_train_metrics": last,
-            "pd_corrections": guard.corrections,
-            "pd_check_seconds": guard.seconds, "epochs_held_out": held_out.history}
+            "pd_failures": guard.failures, "pd_halvings": guard.halvings,
+            "pd_check_seconds": guard.seconds, "steps": steps * config.epochs, "epochs_held_out": held_out.history}

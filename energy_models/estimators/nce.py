@@ -3,11 +3,14 @@
 import keras
 import numpy as np
 import tensorflow as tf
-import tensorflow_probability as tfp
 
 from energy_models.estimators.common import EstimatorGaussian, fit_keras_estimator, moment_matched_start
 
 NOISES = ("isotropic", "diagonal", "full")
+LOG_2PI = float(np.log(2.0 * np.pi))
+# c = C_SCALE * c_raw: log Z is hundreds of nats and moves by ~200 from the start to the optimum on
+# MNIST, while Adam moves each raw parameter by ~lr per step; the scale makes c move ~C_SCALE * lr.
+C_SCALE = 100.0
 
 
 def noise_scale(kind, covariance):
@@ -57,7 +60,11 @@ class NCEGaussian(EstimatorGaussian):
     """Grid Gaussian fitted by noise-contrastive estimation (Gutmann and Hyvarinen, 2010, 2012).
 
     The model is log p_theta(x) = -(x - mu)^T Lambda (x - mu) / 2 + c with c a free parameter, so NCE
-    learns the normaliser: log Z estimate = -c. Noise p_n = N(mu, Sigma_n) (see `noise_scale`); each
+    learns the normaliser: log Z estimate = -c. c = C_SCALE * c_raw with c_raw the trainable weight, so
+    that Adam's ~lr steps move c by ~C_SCALE lr nats (log Z is hundreds of nats). Noise
+    p_n = N(mu, Sigma_n) with Sigma_n = A A^T (A: `noise_scale`, lower triangular or diagonal); noise
+    draws y = mu + A eps have the known log density -||eps||^2 / 2 - log|det A| - D/2 log(2 pi) (no
+    solve), data need one triangular solve A z = x - mu per batch. Each
     training step draws `noise_samples` fresh noise vectors, and nu enters only as the weight and the
     log nu offset of the loss (`nce_loss`): the noise expectation is a Monte-Carlo average whatever the
     number of draws, so a large nu costs nothing extra per step (its gradient is noisier instead).
@@ -84,28 +91,61 @@ class NCEGaussian(EstimatorGaussian):
         if noise not in NOISES:
             raise ValueError(f"noise must be one of {NOISES}, got noise={noise!r}")
         self.nu, self.noise, self.noise_samples = float(nu), noise, noise_samples
-        self.c = self.add_weight(name="c", shape=(), initializer="zeros")
+        self.c_raw = self.add_weight(name="c_raw", shape=(), initializer="zeros")
         shape = (self.dim, self.dim) if noise == "full" else (self.dim,)
         self.noise_scale = self.add_weight(name="noise_scale", shape=shape, initializer="ones",
                                            trainable=False)
+        if noise == "full":
+            self.noise_scale.assign(np.eye(self.dim, dtype=np.float32))
+        self._noise_log_norm = -0.5 * self.dim * LOG_2PI  # log p_n normaliser, A = I until set_noise.
+
+    @property
+    def c(self):
+        """c = C_SCALE * c_raw = -log Z estimate (a tensor)."""
+        return C_SCALE * self.c_raw
+
+    def set_c(self, value):
+        self.c_raw.assign(float(value) / C_SCALE)
 
     def set_noise(self, covariance):
-        self.noise_scale.assign(noise_scale(self.noise, covariance).astype(np.float32))
+        scale = noise_scale(self.noise, covariance)
+        self.noise_scale.assign(scale.astype(np.float32))
+        diag = np.diag(scale) if scale.ndim == 2 else scale
+        # log|det A| in float64 once: a sum of logs, no under/overflow of the determinant itself.
+        self._noise_log_norm = -float(np.sum(np.log(diag))) - 0.5 * len(diag) * LOG_2PI
+
+    def noise_log_prob(self, x):
+        """log p_n(x) for data x [n, D]: one triangular solve (full) or a division (diagonal)."""
+        r = tf.convert_to_tensor(x, self.compute_dtype) - self.mu
+        if self.noise == "full":
+            z = tf.transpose(tf.linalg.triangular_solve(self.noise_scale, tf.transpose(r), lower=True))
+        else:
+            z = r / self.noise_scale
+        return -0.5 * tf.reduce_sum(tf.square(z), axis=-1) + self._noise_log_norm
+
+    def noise_sample(self, m):
+        """(y [m, D], log p_n(y) [m]): y = mu + A eps, whose log density needs only ||eps||^2."""
+        eps = keras.random.normal((m, self.dim), seed=self.seed_generator)
+        if self.noise == "full":
+            y = self.mu + tf.matmul(eps, self.noise_scale, transpose_b=True)
+        else:
+            y = self.mu + eps * self.noise_scale
+        return y, -0.5 * tf.reduce_sum(tf.square(eps), axis=-1) + self._noise_log_norm
 
     def noise_distribution(self):
-        """p_n as a tensorflow-probability distribution."""
+        """p_n as a tensorflow-probability distribution (for checks; training does not use it)."""
+        import tensorflow_probability as tfp
+
         if self.noise == "full":
             return tfp.distributions.MultivariateNormalTriL(loc=self.mu, scale_tril=self.noise_scale)
         return tfp.distributions.MultivariateNormalDiag(loc=self.mu, scale_diag=self.noise_scale)
 
     def loss_terms(self, x):
-        p_n = self.noise_distribution()
         m = self.noise_samples or tf.shape(x)[0]
-        seed = tf.cast(keras.random.randint((2,), 0, 2**31 - 1, seed=self.seed_generator), tf.int32)
-        y = p_n.sample(m, seed=seed)
+        y, log_pn_y = self.noise_sample(m)
         loss, data_term, noise_term, accuracy = nce_loss(
-            self.unnormalized_log_prob(x), p_n.log_prob(x), self.unnormalized_log_prob(y),
-            p_n.log_prob(y), self.c, self.nu)
+            self.unnormalized_log_prob(x), self.noise_log_prob(x), self.unnormalized_log_prob(y),
+            log_pn_y, self.c, self.nu)
         return {"loss": loss, "data_term": data_term, "noise_term": noise_term, "accuracy": accuracy,
                 "log_z_estimate": -self.c}
 
@@ -125,5 +165,5 @@ def fit_nce(config, data, model, writer):
     moment_matched_start(estimator, data)
     estimator.set_noise(data.covariance())
     # c starts at -log Z of the start (exact: it is PD), so that G is centred from the first step.
-    estimator.c.assign(-estimator.log_normalizer())
+    estimator.set_c(-estimator.log_normalizer())
     return fit_keras_estimator(config, data, estimator, model, writer)

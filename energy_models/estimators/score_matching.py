@@ -1,6 +1,7 @@
 """Score matching (Hyvarinen, 2005) of the grid Gaussian, with the closed-form score and Laplacian."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from energy_models.estimators.common import EstimatorGaussian, fit_keras_estimator, moment_matched_start
@@ -44,15 +45,82 @@ class ScoreMatchingGaussian(EstimatorGaussian):
     REPORTED = ("loss", "squared_score", "laplacian")
 
     def loss_terms(self, x):
+        # With Lambda = D Lambda~ D (D = diag(1/sigma)): Lambda (x - mu) = D Lambda~ x~ and
+        # tr(Lambda) = sum_i Lambda~_ii / sigma_i^2; the loss is that of Lambda, in the original x.
         operator = self.precision_layer.operator()
-        loss, squared, laplacian = score_matching_loss(operator.apply_rows(x - self.mu),
-                                                       operator.trace())
+        residual = self.inv_sigma * operator.apply_rows(self.standardize(x))
+        trace = tf.reduce_sum(tf.square(self.inv_sigma) * operator.diag_part())
+        loss, squared, laplacian = score_matching_loss(residual, trace)
         return {"loss": loss, "squared_score": squared, "laplacian": laplacian}
 
 
 def fit_score_matching(config, data, model, writer):
     """`--estimator sm`: trains a `ScoreMatchingGaussian` from the moment-matched start."""
     estimator = ScoreMatchingGaussian(28, 28, config.neighbourhood, seed=config.seed)
-    # diag(1 / S_ii) is also score matching's optimum among diagonal precisions.
+    # diag(1 / S_ii) (Lambda~ = I) is also score matching's optimum among diagonal precisions.
     moment_matched_start(estimator, data)
     return fit_keras_estimator(config, data, estimator, model, writer)
+
+
+def score_matching_system(s, pattern):
+    """The normal equations H theta = b of score matching over a grid pattern (float64, sparse H).
+
+    theta = (Lambda_11, ..., Lambda_DD, Lambda_ij for the edges i < j of `pattern`), P = D + E entries,
+    Lambda = sum_p theta_p E_p with E_p = e_i e_i^T (diagonal) or e_i e_j^T + e_j e_i^T (edge). Then
+
+        J(theta) = tr(Lambda S Lambda) / 2 - tr(Lambda) = theta^T H theta / 2 - b^T theta,
+        tr(Lambda S Lambda) = sum_i Lambda[i, N(i)] S[N(i), N(i)] Lambda[i, N(i)]^T,
+
+    where N(i) = {i} and the neighbours of i (the non-zeros of row i). With B the 0/1 map from theta to
+    the stacked rows Lambda[i, N(i)] (D + 2E entries) and K = blockdiag_i S[N(i), N(i)], H = B^T K B
+    (positive semi-definite: J is a convex quadratic) and b_p = tr(E_p) = 1 on the diagonal, 0 on edges.
+
+    Args:
+      s: [D, D] data covariance about mu.
+      pattern: a `GridPattern`.
+
+    Returns:
+      (H as a scipy.sparse CSR [P, P] matrix, b [P]).
+    """
+    import scipy.sparse
+
+    d, e = pattern.dim, pattern.num_edges
+    # Every non-zero (row i, column j) of Lambda and the parameter it reads.
+    rows = np.concatenate([np.arange(d), pattern.rows, pattern.cols])
+    cols = np.concatenate([np.arange(d), pattern.cols, pattern.rows])
+    param = np.concatenate([np.arange(d), d + np.arange(e), d + np.arange(e)])
+    order = np.lexsort((cols, rows))
+    rows, cols, param = rows[order], cols[order], param[order]
+    n = len(rows)
+    b_map = scipy.sparse.csr_matrix((np.ones(n), (np.arange(n), param)), shape=(n, d + e))
+    # K couples entries in the same row i: K[(i, j), (i, k)] = S[j, k].
+    starts = np.searchsorted(rows, np.arange(d))
+    ends = np.searchsorted(rows, np.arange(d), side="right")
+    ki, kj, kv = [], [], []
+    for i in range(d):
+        idx = np.arange(starts[i], ends[i])
+        a, c = np.meshgrid(idx, idx, indexing="ij")
+        ki.append(a.ravel())
+        kj.append(c.ravel())
+        kv.append(np.asarray(s)[cols[a.ravel()], cols[c.ravel()]])
+    k = scipy.sparse.csr_matrix((np.concatenate(kv), (np.concatenate(ki), np.concatenate(kj))),
+                                shape=(n, n))
+    h = (b_map.T @ k @ b_map).tocsr()
+    b = np.concatenate([np.ones(d), np.zeros(e)])
+    return h, b
+
+
+def score_matching_optimum(s, pattern):
+    """The unconstrained score-matching optimum over the pattern, solved exactly: Lambda, dense float64.
+
+    Solves H theta = b (`score_matching_system`) with a sparse direct solver. The result need not be
+    positive definite: on MNIST (4 neighbours) its smallest eigenvalue is negative, so it is not a
+    density, and the trainers (`ScoreMatchingGaussian`) find the optimum over {Lambda >= floor I} instead.
+    """
+    import scipy.sparse.linalg
+
+    h, b = score_matching_system(s, pattern)
+    theta = scipy.sparse.linalg.spsolve(h.tocsc(), b)
+    d = pattern.dim
+    return pattern.dense(theta[:d].reshape(pattern.height, pattern.width),
+                         pattern.edges_to_couplings(theta[d:]))
