@@ -159,13 +159,33 @@ def _guarded_dense(model):
 
 
 def is_positive_definite(model, floor):
-    """Whether lambda_min >= floor of Lambda~ (Lambda for a plain `GridGaussian`), by a dense Cholesky
-    of Lambda~ - floor I (~10-45 ms at D = 784 on this shared machine)."""
-    dense = _guarded_dense(model)
-    if not np.all(np.isfinite(dense)):
+    """Whether lambda_min >= floor of Lambda~ (Lambda for a plain `GridGaussian`), by a Cholesky.
+
+    Row-major pixel numbering makes every grid precision a band matrix of half-bandwidth u = W + 1
+    (the farthest neighbour, down-right, is W + 1 pixels on), so a banded Cholesky (LAPACK pbtrf via
+    `scipy.linalg.cholesky_banded`, O(D u^2)) of Lambda~ - floor I decides it: about 0.1 ms at D = 784
+    with one OpenBLAS thread, against ~14 ms for the dense Cholesky. It succeeds exactly when the
+    matrix is positive definite.
+    """
+    layer = model.precision_layer
+    if isinstance(model, EstimatorGaussian):
+        return band_is_positive_definite(layer.pattern, np.asarray(layer.diagonal),
+                                         np.asarray(layer.couplings), floor)
+    diag, couplings = layer.pattern.from_dense(model.precision_dense())
+    return band_is_positive_definite(layer.pattern, diag, couplings, floor)
+
+
+def band_is_positive_definite(pattern, diag, couplings, floor):
+    """Whether the grid matrix (diag [H, W], couplings [n_offsets, H, W]) minus floor I is PD."""
+    u = pattern.width + 1
+    band = np.zeros((u + 1, pattern.dim))
+    # Upper banded storage band[u + i - j, j] = A[i, j], i <= j; pattern.rows < pattern.cols always.
+    band[u] = np.asarray(diag, dtype=np.float64).reshape(-1) - floor
+    band[u + pattern.rows - pattern.cols, pattern.cols] = pattern.couplings_to_edges(couplings)
+    if not np.all(np.isfinite(band)):
         return False
     try:
-        scipy.linalg.cholesky(dense - floor * np.eye(len(dense)), lower=True, check_finite=False)
+        scipy.linalg.cholesky_banded(band, lower=False, check_finite=False)
         return True
     except np.linalg.LinAlgError:
         return False
@@ -208,7 +228,7 @@ class PositiveDefiniteGuard(keras.callbacks.Callback):
       seconds: time spent testing and backtracking.
     """
 
-    def __init__(self, floor=1e-3, every=5, max_halvings=20):
+    def __init__(self, floor=1e-3, every=1, max_halvings=20):
         super().__init__()
         self.floor, self.every, self.max_halvings = float(floor), int(every), int(max_halvings)
         self.failures, self.halvings, self.seconds, self._saved = 0, 0, 0.0, None
@@ -224,26 +244,35 @@ class PositiveDefiniteGuard(keras.callbacks.Callback):
         for variable, value in zip(self.model.trainable_variables, values):
             variable.assign(value)
 
+    def _feasible(self, values):
+        """The PD test on candidate weights held in NumPy (no variable writes while backtracking)."""
+        layer = self.model.precision_layer
+        paths = [v.path for v in self.model.trainable_variables]
+        diag = values[paths.index(layer.diagonal.path)]
+        couplings = values[paths.index(layer.couplings.path)] * layer.pattern.masks
+        return band_is_positive_definite(layer.pattern, diag, couplings, self.floor)
+
     def _check(self):
         start = time.perf_counter()
-        if is_positive_definite(self.model, self.floor):
-            self._saved = self._weights()
+        proposed = self._weights()
+        if self._feasible(proposed):
+            self._saved = proposed
         elif self._saved is None:  # Not PD before any iterate passed: shift the start into the cone.
             ensure_positive_definite(self.model, self.floor)
             self.failures += 1
             self._saved = self._weights()
         else:
             self.failures += 1
-            proposed = self._weights()
+            chosen = self._saved
             for k in range(1, self.max_halvings + 1):
                 self.halvings += 1
                 t = 0.5 ** k
-                self._assign([p + t * (q - p) for p, q in zip(self._saved, proposed)])
-                if is_positive_definite(self.model, self.floor):
+                trial = [p + t * (q - p) for p, q in zip(self._saved, proposed)]
+                if self._feasible(trial):
+                    chosen = trial
                     break
-            else:
-                self._assign(self._saved)
-            self._saved = self._weights()
+            self._assign(chosen)
+            self._saved = chosen
         self.seconds += time.perf_counter() - start
 
     def on_train_begin(self, logs=None):

@@ -124,3 +124,61 @@ def score_matching_optimum(s, pattern):
     d = pattern.dim
     return pattern.dense(theta[:d].reshape(pattern.height, pattern.width),
                          pattern.edges_to_couplings(theta[d:]))
+
+
+def score_matching_constrained_optimum(s, pattern, floor=1e-3, barriers=(1.0, 1e-1, 1e-2, 1e-3, 1e-4,
+                                                                        1e-5, 1e-6, 1e-7)):
+    """The score-matching optimum over {Lambda on the pattern : Lambda~ - floor I >= 0}, by a barrier.
+
+    Lambda~ = diag(sigma) Lambda diag(sigma), sigma_i^2 = S_ii, as the trainers' guard uses, so the set
+    is {Lambda - F >= 0} with F = floor diag(1 / S_ii). For a decreasing sequence of barrier weights t,
+    Newton's method (with a line search that keeps Lambda - F positive definite) minimises
+
+        phi_t(theta) = theta^T H theta / 2 - b^T theta - t log det(Lambda(theta) - F),
+
+    whose minimiser tends to the constrained optimum as t -> 0 (J is convex and the set is convex, so
+    the optimum is unique; the gap in J is at most t D). The log det Hessian is the MLE solver's map
+    Sigma -> tr(Sigma E_p Sigma E_q), Sigma = (Lambda - F)^-1.
+
+    Returns:
+      Lambda, dense float64 [D, D].
+    """
+    import scipy.linalg
+
+    from energy_models.estimators import mle
+
+    s = np.asarray(s, np.float64)
+    d = pattern.dim
+    h, b = score_matching_system(s, pattern)
+    h = h.toarray()
+    i, j, w = mle._pattern_indices(pattern)
+    neg_hessian = mle._newton_matrix_fn(i, j, w)
+    f_shift = np.concatenate([floor / np.diag(s), np.zeros(pattern.num_edges)])
+    theta = np.concatenate([1.0 / np.diag(s), np.zeros(pattern.num_edges)])  # PD: Lambda - F > 0.
+
+    def phi(theta, t):
+        try:
+            chol = scipy.linalg.cholesky(mle._assemble(theta - f_shift, i, j, d), lower=True,
+                                         check_finite=False)
+        except np.linalg.LinAlgError:
+            return np.inf, None
+        return 0.5 * theta @ h @ theta - b @ theta - 2.0 * t * np.sum(np.log(np.diag(chol))), chol
+
+    for t in barriers:
+        value, chol = phi(theta, t)
+        for _ in range(50):
+            sigma = scipy.linalg.cho_solve((chol, True), np.eye(d), check_finite=False)
+            grad = h @ theta - b - t * 2.0 * w * sigma[i, j]
+            hess = h + t * neg_hessian(sigma)
+            step = -scipy.linalg.solve(hess, grad, assume_a="pos", check_finite=False)
+            decrement = -grad @ step
+            if decrement / 2.0 < 1e-10:
+                break
+            size = 1.0
+            while True:  # Armijo; a trial outside the cone has phi = inf and is rejected.
+                trial_value, trial_chol = phi(theta + size * step, t)
+                if trial_value <= value - 0.25 * size * decrement:
+                    break
+                size *= 0.5
+            theta, value, chol = theta + size * step, trial_value, trial_chol
+    return mle._assemble(theta, i, j, d)

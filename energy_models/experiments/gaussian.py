@@ -45,10 +45,11 @@ class GaussianConfig:
     kappa: int = _help("cnce: noise samples per data point", default=1)
     epsilon: float = _help("cnce: conditional noise scale (default: the rule of "
                            "energy_models.estimators.cnce.choose_epsilon)", default=None)
-    pd_floor: float = _help("nce, cnce, sm: smallest eigenvalue Lambda is kept above (diagonal shift "
-                            "when a Cholesky test fails)", default=0.01)
+    pd_floor: float = _help("nce, cnce, sm: smallest eigenvalue the standardised precision "
+                            "diag(sigma) Lambda diag(sigma) is kept above (a step that crosses it is "
+                            "shortened towards the last tested point)", default=1e-3)
     pd_check_every: int = _help("nce, cnce, sm: steps between positive-definiteness tests (also at "
-                                "every epoch end)", default=20)
+                                "every epoch end)", default=1)
     seed: int = _help("seed of every random draw (noise, shuffling, samples)", default=0)
     data_dir: str = _help("tensorflow-datasets data folder (default: $TFDS_DATA_DIR or "
                           "~/tensorflow_datasets)", default=None)
