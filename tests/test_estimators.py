@@ -204,7 +204,7 @@ def test_pd_guard_backtracks_the_step_and_keeps_the_learning_rate():
     model.precision_layer.set_dense(tiny_lambda().precision_dense())
     model.compile(optimizer=keras.optimizers.Adam(0.1))
     good = model.precision_dense()
-    guard = common.PositiveDefiniteGuard(floor=0.05, every=1)
+    guard = common.PositiveDefiniteGuard(floor=0.05, every=1, mode="backtrack")
     guard.set_model(model)
     guard.on_train_begin()
     bad_couplings = np.full((2, 2, 2), 5.0, np.float32)
@@ -221,6 +221,21 @@ def test_pd_guard_backtracks_the_step_and_keeps_the_learning_rate():
     np.testing.assert_allclose(float(model.optimizer.learning_rate), 0.1)  # Untouched.
     guard.on_train_batch_end(1)  # PD now: left alone.
     assert guard.failures == 1
+
+
+def test_pd_guard_projects_a_bad_step_onto_the_boundary():
+    model = ScoreMatchingGaussian(4, 4, 4)
+    model.compile(optimizer=keras.optimizers.SGD(0.1))  # SGD: the projection metric is Euclidean.
+    guard = common.PositiveDefiniteGuard(floor=0.05, every=1)
+    guard.set_model(model)
+    guard.on_train_begin()  # Lambda~ = I: feasible.
+    model.precision_layer.couplings.assign(np.full((2, 4, 4), -0.4, np.float32))  # lambda_min < 0.
+    assert model.smallest_eigenvalue() < 0
+    guard.on_train_batch_end(0)
+    assert guard.failures == 1 and guard.projections >= 1 and guard.halvings == 0
+    # On the boundary, not pulled back to the start: lambda_min between floor and floor (1 + margin).
+    assert 0.05 <= model.smallest_eigenvalue() <= 0.05 * 1.06
+    np.testing.assert_allclose(float(model.optimizer.learning_rate), 0.1)
 
 
 def test_pd_guard_tests_the_standardised_precision():

@@ -49,7 +49,10 @@ class GaussianConfig:
                             "diag(sigma) Lambda diag(sigma) is kept above (a step that crosses it is "
                             "shortened towards the last tested point)", default=1e-3)
     pd_check_every: int = _help("nce, cnce, sm: steps between positive-definiteness tests (also at "
-                                "every epoch end)", default=1)
+                                "every epoch end)", default=5)
+    pd_mode: str = _help("nce, cnce, sm: what a step that leaves the cone gets: projected back along the "
+                         "violated eigenvalues' normals (project) or shortened towards the last tested "
+                         "point (backtrack)", default="project", meta={"choices": ("project", "backtrack")})
     seed: int = _help("seed of every random draw (noise, shuffling, samples)", default=0)
     data_dir: str = _help("tensorflow-datasets data folder (default: $TFDS_DATA_DIR or "
                           "~/tensorflow_datasets)", default=None)
