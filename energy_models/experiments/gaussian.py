@@ -25,8 +25,9 @@ class GaussianConfig:
 
     dataset: str = _help("data to model: mnist (Exercise 1) or patches of photographs (Exercise 2)",
                          default="mnist", meta={"choices": ("mnist", "patches")})
-    estimator: str = _help("how Lambda is estimated: mle (exact maximum likelihood)", default="mle",
-                           meta={"choices": ("mle",)})
+    estimator: str = _help("how Lambda is estimated: mle (exact maximum likelihood), nce, cnce "
+                           "(conditional NCE) or sm (score matching)", default="mle",
+                           meta={"choices": ("mle", "nce", "cnce", "sm")})
     neighbourhood: int = _help("grid couplings: 4 or 8 neighbours", default=4,
                                meta={"choices": (4, 8)})
     noise_std: float = _help("std of the Gaussian noise added to every MNIST pixel (0.1: variance 1/100)",
@@ -36,6 +37,22 @@ class GaussianConfig:
     optimizer: str = _help("optimiser of the stochastic estimators", default="adam",
                            meta={"choices": ("sgd", "rmsprop", "adam")})
     learning_rate: float = _help("learning rate of the stochastic estimators", default=0.01)
+    nu: float = _help("nce: noise-to-data ratio (weight of the noise term)", default=10.0)
+    noise: str = _help("nce: noise distribution N(mu, Sigma_n), Sigma_n = scaled identity, the data's "
+                       "variances or the data's full covariance", default="full",
+                       meta={"choices": ("isotropic", "diagonal", "full")})
+    noise_samples: int = _help("nce: fresh noise draws per step (default: --batch-size)", default=None)
+    kappa: int = _help("cnce: noise samples per data point", default=1)
+    epsilon: float = _help("cnce: conditional noise scale (default: the rule of "
+                           "energy_models.estimators.cnce.choose_epsilon)", default=None)
+    pd_floor: float = _help("nce, cnce, sm: smallest eigenvalue the standardised precision "
+                            "diag(sigma) Lambda diag(sigma) is kept above (a step that crosses it is "
+                            "shortened towards the last tested point)", default=1e-3)
+    pd_check_every: int = _help("nce, cnce, sm: steps between positive-definiteness tests (also at "
+                                "every epoch end)", default=5)
+    pd_mode: str = _help("nce, cnce, sm: what a step that leaves the cone gets: projected back along the "
+                         "violated eigenvalues' normals (project) or shortened towards the last tested "
+                         "point (backtrack)", default="project", meta={"choices": ("project", "backtrack")})
     seed: int = _help("seed of every random draw (noise, shuffling, samples)", default=0)
     data_dir: str = _help("tensorflow-datasets data folder (default: $TFDS_DATA_DIR or "
                           "~/tensorflow_datasets)", default=None)
@@ -74,6 +91,14 @@ class GaussianConfig:
             ("--heldout-fraction", self.heldout_fraction, 0 < self.heldout_fraction < 1,
              "must be between 0 and 1"),
             ("--whiten-epsilon", self.whiten_epsilon, self.whiten_epsilon > 0, "must be > 0"),
+            ("--nu", self.nu, self.nu > 0, "must be > 0"),
+            ("--noise-samples", self.noise_samples,
+             self.noise_samples is None or self.noise_samples >= 1, "must be a positive integer"),
+            ("--kappa", self.kappa, self.kappa >= 1, "must be an integer >= 1"),
+            ("--epsilon", self.epsilon, self.epsilon is None or self.epsilon > 0, "must be > 0"),
+            ("--pd-floor", self.pd_floor, self.pd_floor > 0, "must be > 0"),
+            ("--pd-check-every", self.pd_check_every, self.pd_check_every >= 1,
+             "must be a positive integer"),
         ]
         for flag, value, ok, rule in checks:
             if not ok:
@@ -128,7 +153,24 @@ def fit_mle(config, data, model, writer):
             "max_abs_residual": result.max_abs_residual}
 
 
-ESTIMATORS = {"mle": fit_mle}
+def _lazy(module, name):
+    """A fit function imported on first use (NCE pulls in tensorflow-probability)."""
+
+    def fit(config, data, model, writer):
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(config, data, model, writer)
+
+    fit.__name__ = name
+    return fit
+
+
+ESTIMATORS = {
+    "mle": fit_mle,
+    "nce": _lazy("energy_models.estimators.nce", "fit_nce"),
+    "cnce": _lazy("energy_models.estimators.cnce", "fit_cnce"),
+    "sm": _lazy("energy_models.estimators.score_matching", "fit_score_matching"),
+}
 
 
 def _summaries(model, data, config, run_dir, writer, metrics):
