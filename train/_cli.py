@@ -29,7 +29,9 @@ def parser_for(config_cls, prog, description):
         meta = field.metadata
         kind = _type_of(field)
         if kind is bool:
-            parser.add_argument(flag, action="store_true", help=meta.get("help"))
+            # A flag that defaults to on also gets --no-FLAG to turn it off.
+            action = argparse.BooleanOptionalAction if field.default else "store_true"
+            parser.add_argument(flag, action=action, default=bool(field.default), help=meta.get("help"))
             continue
         kwargs = {"type": kind, "default": field.default, "help": meta.get("help")}
         if "choices" in meta:
