@@ -27,16 +27,12 @@ import time
 
 import numpy as np
 
+from bench._common import timed
+
 
 def _rate(fn, units, repeats=3):
-    """Median units per second of a compiled zero-argument function."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return units / statistics.median(times)
+    """Median units per second of a compiled zero-argument function (after one warm-up call)."""
+    return units / timed(fn, repeats=repeats)[0]
 
 
 def matmul_rate(n=256, dim=784, hidden=64, reps=200):
