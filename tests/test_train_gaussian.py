@@ -159,3 +159,16 @@ def test_command_line_prints_exactly_one_line_on_bad_input(tmp_path):
     assert out.stderr.strip().splitlines() == [
         f"error: image source {tmp_path / 'missing'} does not exist; pass a folder, a glob pattern such "
         f"as 'photos/*.jpg', or an image file"]
+
+
+@pytest.mark.parametrize("estimator", ["sm", "nce"])
+def test_stochastic_estimators_run_on_patches(estimator, tmp_path, capsys):
+    photos = os.environ.get("ENERGY_MODELS_TEST_PHOTOS") or None
+    argv = ["--dataset", "patches", "--num-patches", "3000", "--estimator", estimator, "--epochs", "1",
+            "--run-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "model")]
+    code, out, err = run_cli(argv + (["--images", photos] if photos else []), capsys)
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["estimator"] == estimator and metrics["smallest_eigenvalue"] > 0
+    assert np.isfinite(metrics["test_log_likelihood"])
+    assert (metrics["log_z_estimate"] is not None) == (estimator == "nce")

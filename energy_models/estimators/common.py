@@ -441,7 +441,8 @@ def moment_matched_start(model, data):
     Every estimator starts here: it is positive definite, has the right scale per pixel (S_ii spans
     0.01, noise only, to ~0.2), and needs only the per-pixel variances of the data.
     """
-    variances = np.var(data.train_pixels, axis=0, dtype=np.float64) + data.noise_std ** 2
+    # diag(S) of the data the estimator sees (for MNIST, the noise variance is included in S).
+    variances = np.diag(data.covariance()).copy()
     model.set_scales(variances)
     layer = model.precision_layer
     layer.diagonal.assign(np.ones(layer.diagonal.shape, np.float32))
