@@ -164,6 +164,34 @@ def fit_nce(config, data, model, writer):
                             noise_samples=config.noise_samples, seed=config.seed)
     moment_matched_start(estimator, data)
     estimator.set_noise(data.covariance())
-    # c starts at -log Z of the start (exact: it is PD), so that G is centred from the first step.
-    estimator.set_c(-estimator.log_normalizer())
+    # c starts where the NCE loss is stationary in c for the starting Lambda (see `balanced_c`): the
+    # normalised start's c sits hundreds of nats from it on MNIST (every data point then looks like noise),
+    # and Adam moves c only ~C_SCALE * lr per step.
+    estimator.set_c(balanced_c(estimator, data.noisy_train(config.seed)[:4096]))
     return fit_keras_estimator(config, data, estimator, model, writer)
+
+
+def balanced_c(model, x, num_noise=4096):
+    """The c at which dJ/dc = 0 for the current Lambda, on data rows x and fresh noise draws.
+
+        dJ/dc = -E_data[sigmoid(-G(x))] + nu E_noise[sigmoid(G(y))] = 0,   G = log phi + c - log p_n - log nu,
+
+    whose left side increases with c, so bisection on c finds the root. This is the best c for a fixed
+    Lambda: starting there, the optimiser spends its steps on Lambda instead of on a c that is hundreds
+    of nats off.
+    """
+    import scipy.special
+
+    log_nu = np.log(model.nu)
+    a = np.asarray(model.unnormalized_log_prob(x) - model.noise_log_prob(x), np.float64) - log_nu
+    y, log_pn_y = model.noise_sample(num_noise)
+    b = np.asarray(model.unnormalized_log_prob(y) - log_pn_y, np.float64) - log_nu
+
+    def slope(c):
+        return -np.mean(scipy.special.expit(-(a + c))) + model.nu * np.mean(scipy.special.expit(b + c))
+
+    lo, hi = -1e5, 1e5
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if slope(mid) < 0 else (lo, mid)
+    return 0.5 * (lo + hi)
