@@ -85,11 +85,14 @@ def auroc(positive, negative):
 
         AUROC = P(s+ > s-) + P(s+ = s-) / 2,
 
-    computed from ranks (the Mann-Whitney U statistic) in O(n log n), ties counted half.
+    computed from ranks (the Mann-Whitney U statistic) in O(n log n), ties counted half. Non-finite
+    scores rank lowest (a NaN log density is no evidence for the positive set).
     """
     import scipy.stats
 
     positive, negative = np.asarray(positive, np.float64), np.asarray(negative, np.float64)
+    positive = np.where(np.isfinite(positive), positive, -np.inf)
+    negative = np.where(np.isfinite(negative), negative, -np.inf)
     if len(positive) == 0 or len(negative) == 0:
         return float("nan")
     ranks = scipy.stats.rankdata(np.concatenate([positive, negative]))

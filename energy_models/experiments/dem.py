@@ -17,10 +17,11 @@ import pathlib
 import time
 
 import numpy as np
-from scipy import stats
 
 from energy_models import export, rundir
+from energy_models.scoring import auroc
 from energy_models.errors import UserError
+from energy_models.experiments.flags import check_ranges, flag
 
 WHITENINGS = ("none", "zca", "pca", "gaussian")
 METHODS = ("cd",)
@@ -30,57 +31,54 @@ METHODS = ("cd",)
 GAUSSIAN_RIDGE = 1e-6
 
 
-def _help(text, **kwargs):
-    return dataclasses.field(metadata={"help": text, **kwargs.pop("meta", {})}, **kwargs)
-
 
 @dataclasses.dataclass
 class DEMConfig:
     """Every setting of `python -m train.dem` (each field is a command-line flag)."""
 
-    images: str = _help("folder, glob or image file of photographs to cut patches from (default: the "
+    images: str = flag("folder, glob or image file of photographs to cut patches from (default: the "
                         "photographs bundled with scikit-image)", default=None)
-    num_patches: int = _help("patches to cut (training plus held-out)", default=50_000)
-    patches: str = _help("load this patch file (.npz from PatchSet.save) instead of cutting patches",
+    num_patches: int = flag("patches to cut (training plus held-out)", default=50_000)
+    patches: str = flag("load this patch file (.npz from PatchSet.save) instead of cutting patches",
                          default=None)
-    whiten: str = _help("whitening in front of the model (gaussian: the full-covariance Gaussian's "
-                        "precision Cholesky, W = L^T)", default="zca", meta={"choices": WHITENINGS})
+    whiten: str = flag("whitening in front of the model (gaussian: the full-covariance Gaussian's "
+                        "precision Cholesky, W = L^T)", default="zca", choices=WHITENINGS)
     # 1e-6 (not 1e-3): with 1e-3 the whitened patches have variance lambda / (lambda + eps) < 1 in the
     # high-frequency directions, so the sigma = 1 base is broader than the data and persistent CD measured a
     # 155-nat energy gap between negatives and data that the softplus term (convex in g) cannot close.
-    whiten_epsilon: float = _help("added to every covariance eigenvalue by zca/pca whitening", default=1e-6)
-    sigma: float = _help("std sigma of the model's Gaussian term -||x||^2/(2 sigma^2) (1 or 0.1 in the "
+    whiten_epsilon: float = flag("added to every covariance eigenvalue by zca/pca whitening", default=1e-6)
+    sigma: float = flag("std sigma of the model's Gaussian term -||x||^2/(2 sigma^2) (1 or 0.1 in the "
                          "exercise)", default=1.0)
-    method: str = _help("training method: cd (contrastive divergence)", default="cd",
-                        meta={"choices": METHODS})
-    mcmc: str = _help("x-move of the Gibbs sweeps: langevin, mala or hmc (tfp.mcmc kernels)",
-                      default="mala", meta={"choices": ("langevin", "mala", "hmc")})
-    mcmc_steps: int = _help("Gibbs sweeps per training step (k of CD-k)", default=10)
-    step_size: float = _help("initial MCMC step size eta (Langevin/MALA: noise variance; HMC: leapfrog "
+    method: str = flag("training method: cd (contrastive divergence)", default="cd",
+                        choices=METHODS)
+    mcmc: str = flag("x-move of the Gibbs sweeps: langevin, mala or hmc (tfp.mcmc kernels)",
+                      default="mala", choices=("langevin", "mala", "hmc"))
+    mcmc_steps: int = flag("Gibbs sweeps per training step (k of CD-k)", default=10)
+    step_size: float = flag("initial MCMC step size eta (Langevin/MALA: noise variance; HMC: leapfrog "
                              "step); adapted towards the target acceptance for mala and hmc", default=0.1)
-    leapfrog_steps: int = _help("HMC leapfrog steps per move", default=5)
+    leapfrog_steps: int = flag("HMC leapfrog steps per move", default=5)
     # Persistent by default: CD-10 chains started at the data moved so little that the data and negative
     # energies differed by the Gaussian term only and V did not learn (bench/DEM.md, "Tuning").
-    persistent: bool = _help("persistent CD: keep the chains across steps instead of restarting at the data "
+    persistent: bool = flag("persistent CD: keep the chains across steps instead of restarting at the data "
                              "(--no-persistent: CD-k from the data batch)", default=True)
-    z_sampling: str = _help("latents of the gradient estimate: gibbs (z ~ p(z|x)) or mean (E[z|x])",
-                            default="mean", meta={"choices": ("gibbs", "mean")})
-    hidden: int = _help("width of g(x) = s(V x), rows of V", default=64)
-    latents: int = _help("number K of binary latents", default=64)
-    epochs: int = _help("passes over the training patches", default=10)
-    batch_size: int = _help("patches per step (and persistent chains)", default=256)
-    optimizer: str = _help("optimiser", default="adam", meta={"choices": ("sgd", "rmsprop", "adam")})
-    learning_rate: float = _help("learning rate", default=3e-2)
-    sample_sweeps: int = _help("Gibbs sweeps of the samples drawn for figures and by the SavedModel's "
+    z_sampling: str = flag("latents of the gradient estimate: gibbs (z ~ p(z|x)) or mean (E[z|x])",
+                            default="mean", choices=("gibbs", "mean"))
+    hidden: int = flag("width of g(x) = s(V x), rows of V", default=64)
+    latents: int = flag("number K of binary latents", default=64)
+    epochs: int = flag("passes over the training patches", default=10)
+    batch_size: int = flag("patches per step (and persistent chains)", default=256)
+    optimizer: str = flag("optimiser", default="adam", choices=("sgd", "rmsprop", "adam"))
+    learning_rate: float = flag("learning rate", default=3e-2)
+    sample_sweeps: int = flag("Gibbs sweeps of the samples drawn for figures and by the SavedModel's "
                                "sample()", default=100)
-    mnist_dir: str = _help("tensorflow-datasets folder with MNIST for the digits AUROC (default: "
+    mnist_dir: str = flag("tensorflow-datasets folder with MNIST for the digits AUROC (default: "
                            "$TFDS_DATA_DIR; skipped when neither is set)", default=None)
-    seed: int = _help("seed of every random draw (patches, initialisation, MCMC, shuffling)", default=0)
-    run_dir: str = _help("where TensorBoard logs, config.json, metrics.json, figures and checkpoints go "
+    seed: int = flag("seed of every random draw (patches, initialisation, MCMC, shuffling)", default=0)
+    run_dir: str = flag("where TensorBoard logs, config.json, metrics.json, figures and checkpoints go "
                          "(default: runs/dem-WHITEN-sigmaSIGMA)", default=None)
-    export_dir: str = _help("where the SavedModel goes (default: saved_models/dem-WHITEN-sigmaSIGMA)",
+    export_dir: str = flag("where the SavedModel goes (default: saved_models/dem-WHITEN-sigmaSIGMA)",
                             default=None)
-    overwrite: bool = _help("replace a run or export directory that holds something else", default=False)
+    overwrite: bool = flag("replace a run or export directory that holds something else", default=False)
 
     def resolve(self):
         """Checks every value and fills in the default directories; returns self.
@@ -111,9 +109,7 @@ class DEMConfig:
              "must be > 0"),
             ("--sample-sweeps", self.sample_sweeps, self.sample_sweeps >= 1, positive_int),
         ]
-        for flag, value, ok, rule in checks:
-            if not ok:
-                raise UserError(f"{flag} {rule}, got {value}")
+        check_ranges(checks)
         name = f"dem-{self.whiten}-sigma{self.sigma:g}"
         self.run_dir = self.run_dir or str(pathlib.Path("runs") / name)
         self.export_dir = self.export_dir or str(pathlib.Path("saved_models") / name)
@@ -219,18 +215,6 @@ def build_model(config, train, whitening):
                  "adam": keras.optimizers.Adam}[config.optimizer](config.learning_rate)
     model.compile(optimizer=optimizer, jit_compile=True)
     return model
-
-
-def auroc(positive, negative):
-    """P(score of a random positive > score of a random negative) (ties count 1/2): Mann-Whitney U / (n1 n2).
-
-    Non-finite scores rank lowest (a NaN log-density is no evidence of being a natural patch).
-    """
-    positive = np.where(np.isfinite(positive), positive, -np.inf)
-    negative = np.where(np.isfinite(negative), negative, -np.inf)
-    ranks = stats.rankdata(np.concatenate([positive, negative]))
-    n1, n2 = len(positive), len(negative)
-    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n2))
 
 
 def load_mnist(config):

@@ -10,68 +10,65 @@ import time
 import numpy as np
 
 from energy_models import export, figures, rundir
-from energy_models.errors import UserError
+from energy_models.experiments.flags import check_ranges, flag
 from energy_models.gaussian import (LOG_2PI, GridGaussian, average_log_likelihood,
                                     expected_log_likelihood, full_covariance_log_likelihood)
 
-
-def _help(text, **kwargs):
-    return dataclasses.field(metadata={"help": text, **kwargs.pop("meta", {})}, **kwargs)
 
 
 @dataclasses.dataclass
 class GaussianConfig:
     """Every setting of `python -m train.gaussian` (each field is a command-line flag)."""
 
-    dataset: str = _help("data to model: mnist (Exercise 1) or patches of photographs (Exercise 2)",
-                         default="mnist", meta={"choices": ("mnist", "patches")})
-    estimator: str = _help("how Lambda is estimated: mle (exact maximum likelihood), nce, cnce "
+    dataset: str = flag("data to model: mnist (Exercise 1) or patches of photographs (Exercise 2)",
+                         default="mnist", choices=("mnist", "patches"))
+    estimator: str = flag("how Lambda is estimated: mle (exact maximum likelihood), nce, cnce "
                            "(conditional NCE) or sm (score matching)", default="mle",
-                           meta={"choices": ("mle", "nce", "cnce", "sm")})
-    neighbourhood: int = _help("grid couplings: 4 or 8 neighbours", default=4,
-                               meta={"choices": (4, 8)})
-    noise_std: float = _help("std of the Gaussian noise added to every MNIST pixel (0.1: variance 1/100)",
+                           choices=("mle", "nce", "cnce", "sm"))
+    neighbourhood: int = flag("grid couplings: 4 or 8 neighbours", default=4,
+                               choices=(4, 8))
+    noise_std: float = flag("std of the Gaussian noise added to every MNIST pixel (0.1: variance 1/100)",
                              default=0.1)
-    epochs: int = _help("training epochs of the stochastic estimators", default=10)
-    batch_size: int = _help("minibatch size of the stochastic estimators", default=256)
-    optimizer: str = _help("optimiser of the stochastic estimators", default="adam",
-                           meta={"choices": ("sgd", "rmsprop", "adam")})
-    learning_rate: float = _help("learning rate of the stochastic estimators", default=0.01)
-    nu: float = _help("nce: noise-to-data ratio (weight of the noise term)", default=10.0)
-    noise: str = _help("nce: noise distribution N(mu, Sigma_n), Sigma_n = scaled identity, the data's "
+    epochs: int = flag("training epochs of the stochastic estimators", default=10)
+    batch_size: int = flag("minibatch size of the stochastic estimators", default=256)
+    optimizer: str = flag("optimiser of the stochastic estimators", default="adam",
+                           choices=("sgd", "rmsprop", "adam"))
+    learning_rate: float = flag("learning rate of the stochastic estimators", default=0.01)
+    nu: float = flag("nce: noise-to-data ratio (weight of the noise term)", default=10.0)
+    noise: str = flag("nce: noise distribution N(mu, Sigma_n), Sigma_n = scaled identity, the data's "
                        "variances or the data's full covariance", default="full",
-                       meta={"choices": ("isotropic", "diagonal", "full")})
-    noise_samples: int = _help("nce: fresh noise draws per step (default: --batch-size)", default=None)
-    kappa: int = _help("cnce: noise samples per data point", default=1)
-    epsilon: float = _help("cnce: conditional noise scale (default: the rule of "
+                       choices=("isotropic", "diagonal", "full"))
+    noise_samples: int = flag("nce: fresh noise draws per step (default: --batch-size)", default=None)
+    kappa: int = flag("cnce: noise samples per data point", default=1)
+    epsilon: float = flag("cnce: conditional noise scale (default: the rule of "
                            "energy_models.estimators.cnce.choose_epsilon)", default=None)
-    pd_floor: float = _help("nce, cnce, sm: smallest eigenvalue the standardised precision "
+    pd_floor: float = flag("nce, cnce, sm: smallest eigenvalue the standardised precision "
                             "diag(sigma) Lambda diag(sigma) is kept above (a step that crosses it is "
                             "shortened towards the last tested point)", default=1e-3)
-    pd_check_every: int = _help("nce, cnce, sm: steps between positive-definiteness tests (also at "
+    pd_check_every: int = flag("nce, cnce, sm: steps between positive-definiteness tests (also at "
                                 "every epoch end)", default=5)
-    pd_mode: str = _help("nce, cnce, sm: what a step that leaves the cone gets: projected back along the "
+    pd_mode: str = flag("nce, cnce, sm: what a step that leaves the cone gets: projected back along the "
                          "violated eigenvalues' normals (project) or shortened towards the last tested "
-                         "point (backtrack)", default="project", meta={"choices": ("project", "backtrack")})
-    seed: int = _help("seed of every random draw (noise, shuffling, samples)", default=0)
-    data_dir: str = _help("tensorflow-datasets data folder (default: $TFDS_DATA_DIR or "
+                         "point (backtrack)", default="project", choices=("project", "backtrack"))
+    seed: int = flag("seed of every random draw (noise, shuffling, samples)", default=0)
+    data_dir: str = flag("tensorflow-datasets data folder (default: $TFDS_DATA_DIR or "
                           "~/tensorflow_datasets)", default=None)
-    limit: int = _help("use only the first N examples of each split (quick runs)", default=None)
-    images: str = _help("patches: a folder (searched recursively), glob or file of photographs "
+    limit: int = flag("use only the first N examples of each split (quick runs)", default=None)
+    images: str = flag("patches: a folder (searched recursively), glob or file of photographs "
                         "(default: photographs shipped with scikit-image)", default=None)
-    num_patches: int = _help("patches: number of 28x28 patches to cut (training + held-out)",
+    num_patches: int = flag("patches: number of 28x28 patches to cut (training + held-out)",
                              default=50_000)
-    patches: str = _help("patches: load this .npz patch set instead of cutting new patches",
+    patches: str = flag("patches: load this .npz patch set instead of cutting new patches",
                          default=None)
-    heldout_fraction: float = _help("patches: fraction of the images held out (whole images)",
+    heldout_fraction: float = flag("patches: fraction of the images held out (whole images)",
                                     default=0.2)
-    whiten_epsilon: float = _help("patches: regulariser added to covariance eigenvalues for the ZCA "
+    whiten_epsilon: float = flag("patches: regulariser added to covariance eigenvalues for the ZCA "
                                   "and PCA whitening figures", default=1e-4)
-    run_dir: str = _help("where TensorBoard logs, config.json, metrics.json and figures go "
+    run_dir: str = flag("where TensorBoard logs, config.json, metrics.json and figures go "
                          "(default: runs/gaussian-DATASET-ESTIMATOR-nNEIGHBOURHOOD)", default=None)
-    export_dir: str = _help("where the SavedModel goes (default: "
+    export_dir: str = flag("where the SavedModel goes (default: "
                             "saved_models/gaussian-DATASET-ESTIMATOR-nNEIGHBOURHOOD)", default=None)
-    overwrite: bool = _help("replace a run or export directory that holds something else",
+    overwrite: bool = flag("replace a run or export directory that holds something else",
                             default=False)
 
     def resolve(self):
@@ -100,9 +97,7 @@ class GaussianConfig:
             ("--pd-check-every", self.pd_check_every, self.pd_check_every >= 1,
              "must be a positive integer"),
         ]
-        for flag, value, ok, rule in checks:
-            if not ok:
-                raise UserError(f"{flag} {rule}, got {value}")
+        check_ranges(checks)
         name = f"gaussian-{self.dataset}-{self.estimator}-n{self.neighbourhood}"
         self.run_dir = self.run_dir or str(pathlib.Path("runs") / name)
         self.export_dir = self.export_dir or str(pathlib.Path("saved_models") / name)

@@ -10,52 +10,50 @@ import numpy as np
 
 from energy_models import figures, rundir, scoring
 from energy_models.errors import UserError
+from energy_models.experiments.flags import flag
 
-
-def _help(text, default=None, **meta):
-    return dataclasses.field(default=default, metadata={"help": text, **meta})
 
 
 @dataclasses.dataclass
 class ScoreConfig:
     """Every setting of `python -m train.score` (each field is a command-line flag)."""
 
-    model: list = _help("a SavedModel folder to score with (repeat the flag for several models)",
+    model: list = flag("a SavedModel folder to score with (repeat the flag for several models)",
                         action="append", metavar="DIR")
-    images: str = _help("score patches cut from these photographs (folder, glob or file)")
-    patches: str = _help("score a saved patch set (.npz: its held-out split) or an .npy array [n, 784]")
-    mnist: str = _help("score MNIST digits (pixels / 255) of this split", nargs="?", const="test",
+    images: str = flag("score patches cut from these photographs (folder, glob or file)")
+    patches: str = flag("score a saved patch set (.npz: its held-out split) or an .npy array [n, 784]")
+    mnist: str = flag("score MNIST digits (pixels / 255) of this split", nargs="?", const="test",
                        choices=("train", "test"))
-    gaussian_samples: str = _help("score samples drawn from this Gaussian SavedModel", metavar="DIR")
-    num_patches: int = _help("number of patches (and of samples, and at most of MNIST digits) per set",
+    gaussian_samples: str = flag("score samples drawn from this Gaussian SavedModel", metavar="DIR")
+    num_patches: int = flag("number of patches (and of samples, and at most of MNIST digits) per set",
                              default=10_000)
-    seed: int = _help("seed of patch positions and samples", default=0)
-    data_dir: str = _help("tensorflow-datasets data folder for --mnist")
-    json: str = _help("write the tables as JSON to this file")
-    ais_steps: int = _help("estimate log Z by forward and reverse AIS with this many temperatures "
+    seed: int = flag("seed of patch positions and samples", default=0)
+    data_dir: str = flag("tensorflow-datasets data folder for --mnist")
+    json: str = flag("write the tables as JSON to this file")
+    ais_steps: int = flag("estimate log Z by forward and reverse AIS with this many temperatures "
                            "(0: no AIS); stored in a model that has no log Z yet", default=0)
-    ais_chains: int = _help("AIS chains (each direction)", default=64)
-    ais_step_size: float = _help("initial HMC step size of AIS (adapted towards 65%% acceptance)",
+    ais_chains: int = flag("AIS chains (each direction)", default=64)
+    ais_step_size: float = flag("initial HMC step size of AIS (adapted towards 65%% acceptance)",
                                  default=0.01)
-    modes: int = _help("find N modes by gradient ascent on log p from samples of the Gaussian given by "
+    modes: int = flag("find N modes by gradient ascent on log p from samples of the Gaussian given by "
                        "--gaussian-samples (or of the model's own Gaussian fit)", default=0)
-    mode_steps: int = _help("maximum gradient-ascent steps of the mode search", default=2000)
-    mode_learning_rate: float = _help("learning rate of the mode search (keras SGD)", default=1e-3)
-    figures_dir: str = _help("where the histograms of log p go", default="runs/score")
+    mode_steps: int = flag("maximum gradient-ascent steps of the mode search", default=2000)
+    mode_learning_rate: float = flag("learning rate of the mode search (keras SGD)", default=1e-3)
+    figures_dir: str = flag("where the histograms of log p go", default="runs/score")
 
     def resolve(self):
         if not self.model:
             raise UserError("no model given; pass --model DIR (a SavedModel from train.gaussian or "
                             "train.dem)")
-        for flag, value, low in (("--num-patches", self.num_patches, 1), ("--ais-steps", self.ais_steps, 0),
+        for name, value, low in (("--num-patches", self.num_patches, 1), ("--ais-steps", self.ais_steps, 0),
                                  ("--ais-chains", self.ais_chains, 2), ("--modes", self.modes, 0),
                                  ("--mode-steps", self.mode_steps, 1)):
             if value < low:
-                raise UserError(f"{flag} must be at least {low}, got {value}")
-        for flag, value in (("--ais-step-size", self.ais_step_size),
+                raise UserError(f"{name} must be at least {low}, got {value}")
+        for name, value in (("--ais-step-size", self.ais_step_size),
                             ("--mode-learning-rate", self.mode_learning_rate)):
             if not value > 0:
-                raise UserError(f"{flag} must be > 0, got {value}")
+                raise UserError(f"{name} must be > 0, got {value}")
         if not (self.images or self.patches or self.mnist or self.gaussian_samples or self.ais_steps
                 or self.modes):
             raise UserError("nothing to do; pass at least one of --images, --patches, --mnist, "
