@@ -21,13 +21,12 @@ ratio_to_matmul_floor = measured / matmul-floor throughput (1 would be every cyc
 
 import argparse
 import json
-import resource
 import statistics
 import time
 
 import numpy as np
 
-from bench._common import timed
+from bench._common import peak_rss_mb, timed
 
 
 def _rate(fn, units, repeats=3):
@@ -123,7 +122,7 @@ def main(argv=None):
               "matmul_floor_patches_per_second": round(matmul_floor),
               "ratio_to_matmul_floor": round(measured / matmul_floor, 3),
               "normals_per_second_xla": round(normals), "noise_floor_patches_per_second": round(noise_floor),
-              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+              "peak_rss_mb": round(peak_rss_mb()),
               "keras": keras.__version__, "tensorflow": tf.__version__}
     print(json.dumps(result))
     return result

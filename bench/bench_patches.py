@@ -11,19 +11,14 @@ and the process's peak resident memory (ru_maxrss) next to the resident memory b
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import time
 
+from bench._common import peak_rss_mb
 from energy_models.data.images import default_image_source, load_images
 from energy_models.data.patches import extract_patches
 from energy_models.errors import UserError
-
-
-def rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,7 +38,7 @@ def main(argv=None) -> dict:
     if args.runs < 1:
         raise UserError(f"--runs must be at least 1, got {args.runs}")
     source = args.images if args.images is not None else default_image_source()
-    baseline = rss_mb()
+    baseline = peak_rss_mb()
     totals, loads, extracts = [], [], []
     for run in range(args.runs):
         start = time.perf_counter()
@@ -69,7 +64,7 @@ def main(argv=None) -> dict:
         "max_s": round(max(totals), 4),
         "load_median_s": round(statistics.median(loads), 4),
         "extract_median_s": round(statistics.median(extracts), 4),
-        "peak_rss_mb": round(rss_mb(), 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "rss_before_mb": round(baseline, 1),
         "patches_mb": round(args.num_patches * args.patch_size ** 2 * 4 / 2 ** 20, 1),
     }

@@ -4,7 +4,6 @@ import argparse
 import dataclasses
 import os
 import sys
-import typing
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -5,7 +5,6 @@ Examples:
   python -m train.gaussian --estimator mle --neighbourhood 8 --data-dir ~/tensorflow_datasets
 """
 
-import dataclasses
 import os
 import sys
 
