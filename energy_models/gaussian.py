@@ -62,6 +62,7 @@ class GridGaussian(keras.Model):
         self.precision_layer.build((None, self.dim))
         self.mu = self.add_weight(name="mean", shape=(self.dim,), initializer="zeros",
                                   trainable=False)
+        self.built = True  # Every weight exists now (subclasses add theirs in __init__ too).
 
     @property
     def dim(self):

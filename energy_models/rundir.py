@@ -57,3 +57,42 @@ def prepare_run_dir(path, overwrite=False):
                             f"choose another --run-dir or pass --overwrite")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# Settings that may differ between a run and its resumption: where the run folder is (it may have been
+# moved), where the model goes, and --overwrite.
+_RESUME_IGNORES = ("run_dir", "export_dir", "overwrite")
+
+
+def start_or_resume(path, config, overwrite=False):
+    """Prepares the run directory and decides between a fresh start and resuming its checkpoints.
+
+    A run directory with checkpoints is resumed when its config.json has the same settings as `config`
+    (a dict); `overwrite` deletes the checkpoints and starts again. Writes config.json.
+
+    Returns:
+      The run directory (a `pathlib.Path`).
+
+    Raises:
+      UserError: the folder holds other files, or a checkpointed run with other settings.
+    """
+    import shutil
+
+    path = prepare_run_dir(path, overwrite)
+    checkpoints = path / "checkpoints"
+    if overwrite and checkpoints.exists():
+        shutil.rmtree(checkpoints)
+    config_path = path / "config.json"
+    if checkpoints.is_dir() and any(checkpoints.iterdir()) and config_path.is_file():
+        old = json.loads(config_path.read_text())
+        new = json.loads(json.dumps(config, default=_jsonable))
+        differ = [k for k in sorted(set(old) | set(new))
+                  if k not in _RESUME_IGNORES and old.get(k) != new.get(k)]
+        if differ:
+            k = differ[0]
+            raise UserError(f"run directory {path} holds checkpoints of a run with other settings "
+                            f"({k.replace('_', '-')}: {old.get(k)} there, {new.get(k)} now); re-run with "
+                            f"the same flags to resume it, choose another --run-dir, or pass --overwrite "
+                            f"to start again")
+    write_json_atomically(config_path, config)
+    return path

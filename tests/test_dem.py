@@ -135,7 +135,7 @@ def test_short_training_lowers_data_energy_below_negatives(trained):
     assert final["energy_data"] < final["energy_negatives"]
     assert np.isfinite(metrics["heldout_log_prob_mean"]) and 0 <= metrics["auroc_vs_gaussian_samples"] <= 1
     for name in ("config.json", "metrics.json", "patches.npz", "figures/filters.png", "figures/samples.png",
-                 "checkpoints/last_good.weights.h5"):
+                 "checkpoints/epoch-000002.weights.h5"):
         assert os.path.exists(os.path.join(config.run_dir, name)), name
 
 
@@ -186,24 +186,46 @@ def test_cli_prints_one_line_for_a_bad_patch_file(tmp_path, capsys):
     assert code == 2 and len(err.splitlines()) == 1 and "is not a patch file" in err
 
 
-def test_divergence_guard_names_the_step_and_restores_last_good_weights(tmp_path):
-    import keras
+def test_resumed_training_ends_with_the_uninterrupted_parameters(trained, tmp_path):
+    """The run folder as a kill after epoch 1's checkpoint leaves it (epoch 2's checkpoint and the outputs
+    not yet written), re-run with the same flags: it resumes at epoch 1 and ends where the uninterrupted
+    run ended (weights, Adam moments, persistent chains, step size, random-number counter)."""
+    import dataclasses
+    import shutil
 
-    from energy_models.experiments.dem_callbacks import DivergenceGuard
+    import h5py
 
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    good = [w.numpy().copy() for w in model.weights]
-    guard = DivergenceGuard(tmp_path / "checkpoints", dem.DEMConfig(learning_rate=0.01, step_size=0.5))
-    guard.set_model(model)
-    guard.on_train_begin()
-    guard.on_epoch_begin(0)
-    guard.on_train_batch_end(3, {"loss": 1.0, "energy_data": 2.0})
-    model.weights[0].assign(np.full((3, 2), np.nan, np.float32))  # what a diverged update leaves
-    guard.on_train_batch_end(4, {"loss": float("nan"), "energy_data": float("inf")})
-    assert model.stop_training and guard.diverged
-    assert guard.message.startswith("training diverged at epoch 1, step 5 (non-finite loss, energy_data); "
-                                    "try a smaller --learning-rate (now 0.01) or --step-size (now 0.5)")
-    for restored, expected in zip(model.weights, good):
-        np.testing.assert_array_equal(restored.numpy(), expected)
-    guard.on_epoch_end(0)  # Keras still calls this after a stop: the diverged weights must not be saved
-    assert guard.epochs_done == 0
+    config, metrics = trained
+    run = tmp_path / "run"
+    shutil.copytree(config.run_dir, run, ignore=shutil.ignore_patterns("x.npy"))
+    (run / "checkpoints" / "epoch-000002.weights.h5").unlink()
+    (run / "metrics.json").unlink()
+    resumed = dem.train_and_evaluate(dataclasses.replace(config, run_dir=str(run),
+                                                         export_dir=str(tmp_path / "model")))
+    assert resumed["resumed_from_epoch"] == 1
+    names = []
+    with h5py.File(os.path.join(config.run_dir, "checkpoints", "epoch-000002.weights.h5")) as a, \
+            h5py.File(run / "checkpoints" / "epoch-000002.weights.h5") as b:
+        a.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+        assert len(names) > 10
+        for name in names:
+            np.testing.assert_allclose(b[name][()], a[name][()], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert resumed["heldout_log_prob_mean"] == pytest.approx(metrics["heldout_log_prob_mean"], rel=1e-5)
+
+
+def test_training_that_diverges_stops_with_the_message_and_exports_nothing(tmp_path, capsys):
+    root = tmp_path
+    argv = ["--num-patches", "1200", "--mcmc", "langevin", "--mcmc-steps", "1", "--hidden", "8", "--latents", "8",
+            "--epochs", "2", "--batch-size", "64", "--learning-rate", "1e30", "--optimizer", "sgd",
+            "--sample-sweeps", "1", "--run-dir", str(root / "run"), "--export-dir", str(root / "model")]
+    photos = os.environ.get("ENERGY_MODELS_TEST_PHOTOS")
+    if photos:
+        argv += ["--images", photos]
+    code = _cli.run_main(dem_cli.main, argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: training diverged at epoch 1, step ")
+    assert "try a smaller --learning-rate (now 1e+30) or --step-size (now 0.1), or more --mcmc-steps (now 1); " \
+           "the last good state (from the start) is kept in" in err[0]
+    assert (root / "run" / "checkpoints" / "epoch-000000.weights.h5").exists()
+    assert not (root / "model").exists()

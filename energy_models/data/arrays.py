@@ -39,10 +39,8 @@ class ArrayData:
     def noisy_train(self, seed):
         return self.train_pixels
 
-    def training_dataset(self, batch_size, seed):
-        """An endless, reshuffled `tf.data.Dataset` of training batches (steps_per_epoch = n // batch)."""
-        import tensorflow as tf
+    def training_dataset(self, batch_size, seed, start_epoch=0):
+        """An endless dataset of reshuffled training batches from `start_epoch` (see `NoisyMnist`)."""
+        from energy_models.data.batches import epoch_batches
 
-        ds = tf.data.Dataset.from_tensor_slices(self.train_pixels)
-        ds = ds.shuffle(len(self.train_pixels), seed=seed, reshuffle_each_iteration=True).repeat()
-        return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        return epoch_batches(self.train_pixels, batch_size, seed, start_epoch)

@@ -144,27 +144,15 @@ class NoisyMnist:
         """One noise draw of the training split, float32 [n_train, 784]."""
         return _add_noise(self.train_pixels, self.noise_std, seed)
 
-    def training_dataset(self, batch_size, seed):
-        """An endless shuffled `tf.data.Dataset` of noisy pixel batches with fresh noise in each.
+    def training_dataset(self, batch_size, seed, start_epoch=0):
+        """An endless `tf.data.Dataset` of noisy pixel batches, fresh noise in each, from `start_epoch`.
 
-        Noise is drawn per batch with stateless ops seeded by `tf.data.Dataset.random(seed)`, so a run
-        is reproducible while every epoch sees new noise. Use `steps_per_epoch = n_train // batch_size`.
+        Order and noise are functions of (seed, epoch, step) (`energy_models.data.batches`), so a run
+        resumed at epoch k sees what an uninterrupted one sees. `steps_per_epoch = n_train // batch_size`.
         """
-        import tensorflow as tf
+        from energy_models.data.batches import epoch_batches
 
-        n = self.train_pixels.shape[0]
-        noise_std = self.noise_std
-        pixels = tf.data.Dataset.from_tensor_slices(self.train_pixels)
-        pixels = pixels.shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
-        pixels = pixels.batch(batch_size, drop_remainder=True)
-        seeds = tf.data.Dataset.random(seed=seed).batch(2)
-
-        def noisy(x, s):
-            eps = tf.random.stateless_normal(tf.shape(x), seed=s, dtype=x.dtype)
-            return x + noise_std * eps
-
-        ds = tf.data.Dataset.zip((pixels, seeds)).map(noisy, num_parallel_calls=tf.data.AUTOTUNE)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return epoch_batches(self.train_pixels, batch_size, seed, start_epoch, self.noise_std)
 
 
 def _add_noise(pixels, noise_std, seed):

@@ -62,7 +62,8 @@ class CNCEGaussian(EstimatorGaussian):
 
     def loss_terms(self, x, u=None):
         if u is None:
-            u = keras.random.normal((self.kappa, tf.shape(x)[0], self.dim), seed=self.seed_generator)
+            u = tf.random.stateless_normal((self.kappa, tf.shape(x)[0], self.dim), seed=self.next_seed(),
+                                           dtype=self.compute_dtype)
         y = x[None] + self.epsilon * u
         log_phi_noise = tf.reshape(self.unnormalized_log_prob(tf.reshape(y, [-1, self.dim])),
                                    [self.kappa, -1])

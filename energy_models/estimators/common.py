@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from energy_models import figures
 from energy_models.gaussian import GridGaussian, average_log_likelihood
+from energy_models.seeding import replica_seed
 
 
 class EstimatorGaussian(GridGaussian):
@@ -50,12 +51,21 @@ class EstimatorGaussian(GridGaussian):
         self.inv_sigma = self.add_weight(name="inv_sigma", shape=(self.dim,), initializer="ones",
                                          trainable=False)
         self.seed = int(seed)
-        self.seed_generator = keras.random.SeedGenerator(self.seed)
+        # A counter, not a keras.random.SeedGenerator: it is a weight, so checkpoints carry it and a
+        # resumed run continues the same stream of noise (a SeedGenerator's state is not saved).
+        self.draws = self.add_weight(name="draws", shape=(), dtype="int64", initializer="zeros",
+                                     trainable=False, aggregation="only_first_replica")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.REPORTED}
 
     @property
     def metrics(self):
         return list(self.trackers.values())
+
+    def next_seed(self):
+        """A fresh stateless seed [2]: (seed, draw counter), folded with the replica's index so that
+        replicas under a `tf.distribute` strategy draw different noise. Advances the counter."""
+        self.draws.assign_add(1)
+        return replica_seed(self.seed, self.draws)
 
     def set_scales(self, variances):
         """Fixes sigma_i = sqrt(variances_i), the standardisation of the parameters."""
@@ -101,7 +111,11 @@ class EstimatorGaussian(GridGaussian):
         x = self._unpack(data)
         with tf.GradientTape() as tape:
             terms = self.loss_terms(x)
-        grads = tape.gradient(terms["loss"], self.trainable_variables)
+            # Under a tf.distribute strategy the replicas' gradients are summed: dividing each replica's
+            # mean loss by their number makes the update that of the mean over the global batch.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = terms["loss"] / tf.cast(replicas, terms["loss"].dtype)
+        grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         return self._report(terms)
 
@@ -350,6 +364,8 @@ class PositiveDefiniteGuard(keras.callbacks.Callback):
     def _check(self):
         start = time.perf_counter()
         proposed = self._weights()
+        if not all(np.all(np.isfinite(v)) for v in proposed):
+            return  # Diverged: `checkpoints.DivergenceGuard` stops training and restores the last good state.
         if self._feasible(proposed):
             self._saved = proposed
         elif self._saved is None:  # Not PD before any iterate passed: shift the start into the cone.
@@ -451,34 +467,61 @@ def moment_matched_start(model, data):
 
 
 def fit_keras_estimator(config, data, estimator, target, writer, verbose="auto"):
-    """Runs `estimator.fit` on fresh-noise MNIST batches and copies Lambda into `target`.
+    """Runs `estimator.fit` on fresh-noise batches, resumably, and copies Lambda into `target`.
+
+    Training state is checkpointed in RUN_DIR/checkpoints every `config.checkpoint_every` epochs
+    (`energy_models.checkpoints`); a run directory that already holds checkpoints continues from the
+    newest one, with the batches the uninterrupted run would have seen. A non-finite loss or parameter
+    stops training with `checkpoints.DivergenceGuard`'s message (a `UserError`), keeping the last good
+    checkpoint and exporting nothing.
 
     Args:
       config: the `GaussianConfig` (epochs, batch_size, optimizer, learning_rate, seed, pd_floor,
-        pd_check_every, run_dir).
-      data: the `NoisyMnist`.
+        pd_check_every, pd_mode, checkpoint_every, run_dir).
+      data: the `NoisyMnist` or `ArrayData`.
       estimator: a compiled-able GridGaussian subclass with its own `train_step`.
       target: the `GridGaussian` that `train_and_evaluate` evaluates; receives the trained Lambda.
       writer: TensorBoard writer of run_dir/train.
 
     Returns:
       The extras dict for metrics.json (epoch history, PD-guard statistics, log Z estimate).
+
+    Raises:
+      UserError: training diverged.
     """
+    import pathlib
+
+    from energy_models.checkpoints import DivergenceGuard, TrainingCheckpoint
+    from energy_models.data.batches import steps_per_epoch
+    from energy_models.errors import UserError
+
     estimator.set_mean(data.mean)
-    steps = max(1, len(data.train_pixels) // config.batch_size)
+    steps = steps_per_epoch(len(data.train_pixels), config.batch_size)
     estimator.compile(optimizer=make_optimizer(config.optimizer, config.learning_rate,
                                                steps * config.epochs))
+    checkpoint = TrainingCheckpoint(pathlib.Path(config.run_dir) / "checkpoints", config.checkpoint_every)
+    initial_epoch = checkpoint.restore(estimator)
+    divergence = DivergenceGuard(checkpoint, watched=tuple(estimator.REPORTED),
+                                 remedies=f"a smaller --learning-rate (now {config.learning_rate:g})")
     guard = PositiveDefiniteGuard(config.pd_floor, config.pd_check_every, mode=config.pd_mode)
     held_out = HeldOutEvaluation(data.test, writer, config.seed)
-    callbacks = [guard, held_out]
-    if config.run_dir:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=config.run_dir, update_freq=50,
-                                                     write_graph=False))
-    history = estimator.fit(data.training_dataset(config.batch_size, config.seed), epochs=config.epochs,
-                            steps_per_epoch=steps, callbacks=callbacks, shuffle=False, verbose=verbose)
+    # The divergence guard first (it restores weights the others then see), the checkpoint after the
+    # PD guard (so that only tested precisions are saved).
+    callbacks = [divergence, guard, held_out, checkpoint,
+                 keras.callbacks.TensorBoard(log_dir=config.run_dir, update_freq=50, write_graph=False)]
+    start = time.perf_counter()
+    history = estimator.fit(data.training_dataset(config.batch_size, config.seed, initial_epoch),
+                            epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                            callbacks=callbacks, shuffle=False, verbose=verbose)
+    seconds = time.perf_counter() - start
+    if divergence.diverged:
+        raise UserError(divergence.message)
     target.precision_layer.set_dense(estimator.precision_dense())  # Lambda = D Lambda~ D.
-    last = {k: float(v[-1]) for k, v in history.history.items()}
+    last = {k: float(v[-1]) for k, v in history.history.items() if v}
     return {"log_z_estimate": estimator.log_z_estimate(), "final_train_metrics": last,
             "pd_failures": guard.failures, "pd_halvings": guard.halvings,
-            "pd_projections": guard.projections,
-            "pd_check_seconds": guard.seconds, "steps": steps * config.epochs, "epochs_held_out": held_out.history}
+            "pd_projections": guard.projections, "pd_check_seconds": guard.seconds,
+            "steps": steps * config.epochs, "resumed_from_epoch": initial_epoch,
+            "checkpoint_seconds": checkpoint.seconds, "fit_seconds": seconds,
+            "checkpoint": str(checkpoint.latest()[1]) if checkpoint.latest() else None,
+            "epochs_held_out": held_out.history}

@@ -41,6 +41,7 @@ import tensorflow as tf
 
 from energy_models.layers.dem_energy import DEMEnergy, sample_latents, sigmoid
 from energy_models.samplers import dem_gibbs
+from energy_models.seeding import replica_seed
 
 Z_SAMPLING = ("gibbs", "mean")
 METRIC_NAMES = ("loss", "energy_data", "energy_negatives", "acceptance", "grad_norm", "step_size")
@@ -100,14 +101,17 @@ class ContrastiveDivergence(keras.Model):
         for layer in (self.energy, self.whitening):
             if layer is not None and not layer.built:
                 layer.build((None, self.dim))
-        self.step_size = self.add_weight(name="step_size", shape=(), trainable=False,
+        # Under tf.distribute: replicas adapt eta on their own chains and the mean is kept; each replica
+        # owns a slice of the persistent chains and writes it into zeros elsewhere, so the sum is all chains.
+        self.step_size = self.add_weight(name="step_size", shape=(), trainable=False, aggregation="mean",
                                          initializer=keras.initializers.Constant(self.initial_step_size))
         self.seed_counter = self.add_weight(name="seed_counter", shape=(), dtype="int32", trainable=False,
-                                            initializer="zeros")
+                                            initializer="zeros", aggregation="only_first_replica")
         if self.persistent:
             self.chains = self.add_weight(name="chains", shape=(self.num_chains, self.dim), trainable=False,
+                                          aggregation="sum",
                                           initializer="zeros")
-            self.chains_ready = self.add_weight(name="chains_ready", shape=(), trainable=False,
+            self.chains_ready = self.add_weight(name="chains_ready", shape=(), trainable=False, aggregation="mean",
                                                 initializer="zeros")
         self.built = True
 
@@ -158,14 +162,32 @@ class ContrastiveDivergence(keras.Model):
     def _next_seeds(self, count):
         """`count` stateless seeds [count, 2] from (seed, step counter); advances the counter."""
         self.seed_counter.assign_add(1)
-        base = tf.stack([tf.constant(self.seed, tf.int32), tf.convert_to_tensor(self.seed_counter)])
-        return tf.random.experimental.stateless_split(base, count)
+        return tf.random.experimental.stateless_split(replica_seed(self.seed, self.seed_counter), count)
 
     def _latents(self, u, seed):
         logits = self.energy.latent_logits(u)
         if self.z_sampling == "mean":
             return sigmoid(logits)
         return sample_latents(logits, seed)
+
+    def _my_chains(self, n):
+        """This replica's persistent chains: rows [r n, (r + 1) n) of the chain weight (all on one device)."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return self.chains
+        start = tf.cast(context.replica_id_in_sync_group, tf.int32) * n
+        return self.chains[start:start + n]
+
+    def _keep_chains(self, negatives):
+        """Stores this replica's chains; with R > 1 replicas its rows in zeros, summed over replicas."""
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            self.chains.assign(negatives)
+            return
+        n = tf.shape(negatives)[0]
+        start = tf.cast(context.replica_id_in_sync_group, tf.int32) * n
+        rows = tf.range(start, start + n)[:, None]
+        self.chains.assign(tf.scatter_nd(rows, negatives, tf.shape(self.chains)))
 
     def negative_phase(self, start, seed, step_size, adapt_rate):
         """`mcmc_steps` Gibbs sweeps from `start` (model space): (negatives, acceptance, final eta)."""
@@ -178,7 +200,7 @@ class ContrastiveDivergence(keras.Model):
         start = u
         if self.persistent:
             # The first step starts the persistent chains at the data, like CD.
-            start = tf.where(self.chains_ready > 0, self.chains, u)
+            start = tf.where(self.chains_ready > 0, self._my_chains(tf.shape(u)[0]), u)
         negatives, acceptance, eta = self.negative_phase(start, seeds[2], self.step_size, adapt_rate)
         negatives = tf.stop_gradient(negatives)
         z_data = tf.stop_gradient(self._latents(u, seeds[0]))
@@ -201,16 +223,19 @@ class ContrastiveDivergence(keras.Model):
         x = data[0] if isinstance(data, (tuple, list)) else data
         u, negatives, z_data, z_neg, acceptance, eta = self._phases(x, self.adapt_rate)
         weights = self.energy.trainable_weights
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(self.energy.joint(negatives, z_neg)) - tf.reduce_mean(self.energy.joint(u, z_data))
-        grads = tape.gradient(loss, weights)
+            # Replicas' gradients are summed (energy_models.distribute): scale to the global-batch mean.
+            scaled = loss / replicas
+        grads = tape.gradient(scaled, weights)
         grad_norm = tf.linalg.global_norm(grads)
         # Energies at the parameters the gradient was taken at (XLA shares their products with the loss's).
         energies = self._energies(u, negatives)
         self.optimizer.apply(grads, weights)
         self.step_size.assign(eta)
         if self.persistent:
-            self.chains.assign(negatives)
+            self._keep_chains(negatives)
             self.chains_ready.assign(1.0)
         return self._report(loss, energies, acceptance, grad_norm)
 

@@ -125,7 +125,7 @@ class NCEGaussian(EstimatorGaussian):
 
     def noise_sample(self, m):
         """(y [m, D], log p_n(y) [m]): y = mu + A eps, whose log density needs only ||eps||^2."""
-        eps = keras.random.normal((m, self.dim), seed=self.seed_generator)
+        eps = tf.random.stateless_normal((m, self.dim), seed=self.next_seed(), dtype=self.compute_dtype)
         if self.noise == "full":
             y = self.mu + tf.matmul(eps, self.noise_scale, transpose_b=True)
         else:

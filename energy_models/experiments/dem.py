@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from energy_models import export, rundir
+from energy_models.distribute import strategy_for
 from energy_models.scoring import auroc
 from energy_models.errors import UserError
 from energy_models.experiments.flags import check_ranges, flag
@@ -74,6 +75,11 @@ class DEMConfig:
     mnist_dir: str = flag("tensorflow-datasets folder with MNIST for the digits AUROC (default: "
                            "$TFDS_DATA_DIR; skipped when neither is set)", default=None)
     seed: int = flag("seed of every random draw (patches, initialisation, MCMC, shuffling)", default=0)
+    distribute: str = flag("tf.distribute strategy: none (one device), mirrored (all local GPUs, else all "
+                            "logical CPUs) or multiworker (machines listed in TF_CONFIG); --batch-size is "
+                            "the global batch", default="none", choices=("none", "mirrored", "multiworker"))
+    checkpoint_every: int = flag("epochs between checkpoints in RUN_DIR/checkpoints (a re-run of the same "
+                                  "command resumes from the newest)", default=1)
     run_dir: str = flag("where TensorBoard logs, config.json, metrics.json, figures and checkpoints go "
                          "(default: runs/dem-WHITEN-sigmaSIGMA)", default=None)
     export_dir: str = flag("where the SavedModel goes (default: saved_models/dem-WHITEN-sigmaSIGMA)",
@@ -108,6 +114,7 @@ class DEMConfig:
             ("--learning-rate", self.learning_rate, _finite(self.learning_rate) and self.learning_rate > 0,
              "must be > 0"),
             ("--sample-sweeps", self.sample_sweeps, self.sample_sweeps >= 1, positive_int),
+            ("--checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 1, positive_int),
         ]
         check_ranges(checks)
         name = f"dem-{self.whiten}-sigma{self.sigma:g}"
@@ -199,6 +206,7 @@ def build_model(config, train, whitening):
     """A compiled `ContrastiveDivergence` for `config`, with b started at the data's maximum-likelihood
     value for V = 0: b = mean(u) / sigma^2, so the initial model is close to N(mean(u), sigma^2 I)."""
     import keras
+    import tensorflow as tf
 
     from energy_models.estimators.contrastive_divergence import ContrastiveDivergence
     from energy_models.layers import DEMEnergy
@@ -213,7 +221,9 @@ def build_model(config, train, whitening):
     model.energy.b.assign(u.mean(axis=0) / config.sigma ** 2)
     optimizer = {"sgd": keras.optimizers.SGD, "rmsprop": keras.optimizers.RMSprop,
                  "adam": keras.optimizers.Adam}[config.optimizer](config.learning_rate)
-    model.compile(optimizer=optimizer, jit_compile=True)
+    # XLA compiles the step for one device only: a step that reads variables mirrored on other devices
+    # fails ("tf.Variable on a different device", XLA known issues), so replicas run it uncompiled.
+    model.compile(optimizer=optimizer, jit_compile=tf.distribute.get_strategy().num_replicas_in_sync == 1)
     return model
 
 
@@ -257,12 +267,13 @@ def train_and_evaluate(config):
     import tensorflow as tf
 
     from energy_models import export_dem
+    from energy_models.checkpoints import DivergenceGuard, TrainingCheckpoint
+    from energy_models.data.batches import epoch_batches, steps_per_epoch
     from energy_models.experiments import dem_callbacks
 
     config.resolve()
-    run_dir = rundir.prepare_run_dir(config.run_dir, config.overwrite)
     export.check_export_target(config.export_dir, config.overwrite)
-    rundir.write_json_atomically(run_dir / "config.json", dataclasses.asdict(config))
+    run_dir = rundir.start_or_resume(config.run_dir, dataclasses.asdict(config), config.overwrite)
 
     patch_set = load_patches(config, run_dir)
     train, heldout = patch_set.train, patch_set.heldout
@@ -271,27 +282,35 @@ def train_and_evaluate(config):
                         f"--batch-size ({config.batch_size}) training patches and some held-out ones; "
                         "raise --num-patches or lower --batch-size")
     gaussian = FullGaussian.fit(train)
-    model = build_model(config, train, make_whitening(config, train, gaussian))
-    dataset = (tf.data.Dataset.from_tensor_slices(train)
-               .shuffle(len(train), seed=config.seed, reshuffle_each_iteration=True)
-               .batch(config.batch_size, drop_remainder=True).prefetch(2))
-    guard = dem_callbacks.DivergenceGuard(run_dir / "checkpoints", config)
-    callbacks = [guard, tf.keras.callbacks.TensorBoard(str(run_dir), update_freq=50),
+    strategy = strategy_for(config.distribute, config.batch_size)
+    with strategy.scope():  # Variables (and the optimiser's) are created per replica here.
+        model = build_model(config, train, make_whitening(config, train, gaussian))
+    checkpoint = TrainingCheckpoint(run_dir / "checkpoints", config.checkpoint_every)
+    initial_epoch = checkpoint.restore(model)  # 0 for a fresh run.
+    divergence = DivergenceGuard(
+        checkpoint, watched=dem_callbacks.WATCHED,
+        remedies=f"a smaller --learning-rate (now {config.learning_rate:g}) or --step-size (now "
+                 f"{config.step_size:g}), or more --mcmc-steps (now {config.mcmc_steps})")
+    callbacks = [divergence, checkpoint, tf.keras.callbacks.TensorBoard(str(run_dir), update_freq=50),
                  dem_callbacks.ImageSummaries(run_dir / "eval", gaussian, config)]
+    steps = steps_per_epoch(len(train), config.batch_size)
     start = time.perf_counter()
-    history = model.fit(dataset, epochs=config.epochs, callbacks=callbacks, shuffle=False, verbose=1)
+    history = model.fit(epoch_batches(train, config.batch_size, config.seed, initial_epoch),
+                        epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                        callbacks=callbacks, shuffle=False, verbose=1)
     seconds = time.perf_counter() - start
+    epochs_run = len(history.history.get("loss", []))
     metrics = {"method": config.method, "whiten": config.whiten, "sigma": config.sigma, "mcmc": config.mcmc,
                "n_train": int(len(train)), "n_heldout": int(len(heldout)), "seconds": seconds,
-               "patches_per_second": len(train) // config.batch_size * config.batch_size * guard.epochs_done
-               / max(seconds, 1e-9),
-               "final": {k: float(v[-1]) for k, v in history.history.items()},
+               "patches_per_second": steps * config.batch_size * epochs_run / max(seconds, 1e-9),
+               "resumed_from_epoch": initial_epoch, "replicas": strategy.num_replicas_in_sync, "checkpoint_seconds": checkpoint.seconds,
+               "final": {k: float(v[-1]) for k, v in history.history.items() if v},
                "log_abs_det_whitening": float(model.log_abs_det), "log_z": None,
-               "checkpoint": str(guard.path)}
-    if guard.diverged:
-        metrics["diverged"] = guard.message
+               "checkpoint": str(checkpoint.latest()[1]) if checkpoint.latest() else None}
+    if divergence.diverged:
+        metrics["diverged"] = divergence.message
         rundir.write_json_atomically(run_dir / "metrics.json", metrics)
-        raise UserError(guard.message)
+        raise UserError(divergence.message)
     metrics.update(evaluate(model, gaussian, heldout, config))
     dem_callbacks.write_figures(model, gaussian, heldout, config, run_dir)
     module = export_dem.DEMModule(model, gaussian.mean, gaussian.cholesky,

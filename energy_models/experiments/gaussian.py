@@ -10,6 +10,8 @@ import time
 import numpy as np
 
 from energy_models import export, figures, rundir
+from energy_models.distribute import strategy_for
+from energy_models.errors import UserError
 from energy_models.experiments.flags import check_ranges, flag
 from energy_models.gaussian import (LOG_2PI, GridGaussian, average_log_likelihood,
                                     expected_log_likelihood, full_covariance_log_likelihood)
@@ -51,6 +53,11 @@ class GaussianConfig:
                          "violated eigenvalues' normals (project) or shortened towards the last tested "
                          "point (backtrack)", default="project", choices=("project", "backtrack"))
     seed: int = flag("seed of every random draw (noise, shuffling, samples)", default=0)
+    distribute: str = flag("nce, cnce, sm: tf.distribute strategy: none (one device), mirrored (all local GPUs, else all "
+                            "logical CPUs) or multiworker (machines listed in TF_CONFIG); --batch-size is "
+                            "the global batch", default="none", choices=("none", "mirrored", "multiworker"))
+    checkpoint_every: int = flag("nce, cnce, sm: epochs between checkpoints in RUN_DIR/checkpoints (a "
+                                  "re-run of the same command resumes from the newest)", default=1)
     data_dir: str = flag("tensorflow-datasets data folder (default: $TFDS_DATA_DIR or "
                           "~/tensorflow_datasets)", default=None)
     limit: int = flag("use only the first N examples of each split (quick runs)", default=None)
@@ -96,8 +103,13 @@ class GaussianConfig:
             ("--pd-floor", self.pd_floor, self.pd_floor > 0, "must be > 0"),
             ("--pd-check-every", self.pd_check_every, self.pd_check_every >= 1,
              "must be a positive integer"),
+            ("--checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 1,
+             "must be a positive integer"),
         ]
         check_ranges(checks)
+        if self.estimator == "mle" and self.distribute != "none":
+            raise UserError("--distribute applies to the stochastic estimators (nce, cnce, sm); mle is "
+                            "solved exactly on one device: drop --distribute")
         name = f"gaussian-{self.dataset}-{self.estimator}-n{self.neighbourhood}"
         self.run_dir = self.run_dir or str(pathlib.Path("runs") / name)
         self.export_dir = self.export_dir or str(pathlib.Path("saved_models") / name)
@@ -228,17 +240,19 @@ def train_and_evaluate(config):
     import tensorflow as tf
 
     config.resolve()
-    run_dir = rundir.prepare_run_dir(config.run_dir, config.overwrite)
     export.check_export_target(config.export_dir, config.overwrite)
-    rundir.write_json_atomically(run_dir / "config.json", dataclasses.asdict(config))
+    run_dir = rundir.start_or_resume(config.run_dir, dataclasses.asdict(config), config.overwrite)
     tf.keras.utils.set_random_seed(config.seed)
 
     data = load_dataset(config, run_dir)
     model = GridGaussian(28, 28, config.neighbourhood)
     model.set_mean(data.mean)
     train_writer = tf.summary.create_file_writer(str(run_dir / "train"))
+    strategy = strategy_for(config.distribute, config.batch_size)
     start = time.perf_counter()
-    extras = ESTIMATORS[config.estimator](config, data, model, train_writer)
+    with strategy.scope():  # The estimator's variables and optimiser are created, and trained, here.
+        extras = ESTIMATORS[config.estimator](config, data, model, train_writer)
+    extras["replicas"] = strategy.num_replicas_in_sync
     seconds = time.perf_counter() - start
     train_writer.flush()
 
