@@ -186,3 +186,42 @@ def test_gaussian_trainer_that_diverges_stops_with_the_message_and_keeps_the_che
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch-000000.weights.h5"]
     assert all(np.all(np.isfinite(v)) for v in _arrays(run / "checkpoints" / "epoch-000000.weights.h5").values())
     assert not model.exists() and not (run / "metrics.json").exists()  # Nothing exported or reported.
+
+
+_EXPORT_SCRIPT = """
+import sys
+from energy_models import export
+from energy_models.gaussian import GridGaussian
+model = GridGaussian(28, 28, 8)
+export.save_atomically(export.gaussian_module(model, {}), sys.argv[1])
+"""
+
+
+def test_a_kill_during_export_leaves_no_directory_that_loads_as_a_model(tmp_path, capsys):
+    """SIGKILL while `save_atomically` writes (its temporary folder exists): the model path stays absent,
+    and `train.score` says it cannot load it, in one line."""
+    import tensorflow as tf
+
+    from train import score as score_cli
+    from train._cli import run_main
+
+    target = tmp_path / "model"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen([sys.executable, "-c", _EXPORT_SCRIPT, str(target)], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while (not list(tmp_path.glob(".model.tmp-*")) and process.poll() is None
+           and time.monotonic() < deadline):
+        time.sleep(0.001)
+    writing = process.poll() is None and bool(list(tmp_path.glob(".model.tmp-*")))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert writing, "the export finished or failed before it could be interrupted"
+    assert not target.exists()
+    with pytest.raises(Exception):
+        tf.saved_model.load(str(target))
+    np.save(tmp_path / "x.npy", np.zeros((2, 784), np.float32))
+    code = run_main(score_cli.main, ["--model", str(target), "--patches", str(tmp_path / "x.npy"),
+                                     "--figures-dir", str(tmp_path / "figs")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "cannot load a SavedModel from" in err[0]

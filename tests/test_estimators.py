@@ -9,7 +9,7 @@ from scipy import stats
 
 from energy_models.errors import UserError
 from energy_models.estimators import common
-from energy_models.estimators.cnce import CNCEGaussian, choose_epsilon, cnce_loss
+from energy_models.estimators.cnce import CNCEGaussian, choose_epsilon
 from energy_models.estimators.mle import fit_grid_mle
 from energy_models.estimators.nce import NCEGaussian, nce_loss
 from energy_models.estimators.score_matching import ScoreMatchingGaussian, score_matching_optimum

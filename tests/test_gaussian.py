@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from energy_models import export, grid
+from energy_models import export
 from energy_models.errors import NotPositiveDefiniteError, UserError
 from energy_models.gaussian import GridGaussian, checked_cholesky
 

@@ -10,7 +10,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from energy_models.data import mnist
-from energy_models.errors import DataUnavailableError, NotPositiveDefiniteError
+from energy_models.errors import NotPositiveDefiniteError
 from train import _cli
 from train import gaussian as gaussian_cli
 
