@@ -70,3 +70,18 @@ def _check_tf_config(text):
         ok = False
     if not ok:
         raise UserError(f"TF_CONFIG is not a usable cluster description: {how}")
+
+
+def step_logs(values):
+    """The dict a custom `train_step` returns, shaped for Keras's reduction across workers.
+
+    Keras 3 reduces each logged value across MultiWorkerMirroredStrategy workers with
+    `strategy.reduce("MEAN", v, axis=0)`, which fails on scalars ("Invalid reduction dimension 0 for
+    input with 0 dimensions", tensorflow/tensorflow#72388); under that strategy each value becomes [1]
+    and the reduction returns the scalar mean. Elsewhere the values are returned unchanged.
+    """
+    import tensorflow as tf
+
+    if not isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+        return values
+    return {name: tf.reshape(value, [1]) for name, value in values.items()}

@@ -37,6 +37,58 @@ def test_mirrored_training_on_two_logical_cpus_equals_one_device(tmp_path):
         assert end["gaussian"]["replicas"] == 2
 
 
+def _free_ports(n):
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for sock in sockets:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def test_two_workers_on_one_machine_train_like_one_device(tmp_path, tfds_data_dir, capsys):
+    """`--distribute multiworker`: two worker processes configured by TF_CONFIG (as on two machines)
+    end with the parameters of a one-device run of the same command."""
+    import h5py
+    import numpy as np
+
+    from train import gaussian as cli
+    from train._cli import run_main
+
+    flags = ["--estimator", "sm", "--limit", "1000", "--batch-size", "100", "--epochs", "2"]
+    workers = [f"localhost:{port}" for port in _free_ports(2)]
+    processes = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "TF_CONFIG": tf_config, "TF_CPP_MIN_LOG_LEVEL": "3", "TFDS_DATA_DIR": tfds_data_dir}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "train.gaussian", *flags, "--distribute", "multiworker",
+             "--run-dir", str(tmp_path / f"worker{index}"), "--export-dir", str(tmp_path / f"model{index}")],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    for process in processes:
+        _, err = process.communicate(timeout=600)
+        assert process.returncode == 0, err[-3000:]
+    assert run_main(cli.main, flags + ["--run-dir", str(tmp_path / "one"), "--export-dir",
+                                       str(tmp_path / "one_model")]) == 0
+    capsys.readouterr()
+
+    def arrays(run):
+        out = {}
+        with h5py.File(tmp_path / run / "checkpoints" / "epoch-000002.weights.h5") as f:
+            f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+        return out
+
+    one, first, second = arrays("one"), arrays("worker0"), arrays("worker1")
+    for name in one:
+        np.testing.assert_allclose(first[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
+        np.testing.assert_array_equal(second[name], first[name], err_msg=name)
+    metrics = json.loads((tmp_path / "worker0" / "metrics.json").read_text())
+    assert metrics["replicas"] == 2
+
+
 @pytest.mark.parametrize("tf_config, message", [
     (None, "--distribute multiworker needs the TF_CONFIG environment variable: set TF_CONFIG on every machine"),
     ("{not json", "TF_CONFIG is not a usable cluster description"),

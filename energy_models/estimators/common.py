@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from energy_models import figures
 from energy_models.gaussian import GridGaussian, average_log_likelihood
+from energy_models.distribute import step_logs
 from energy_models.seeding import replica_seed
 
 
@@ -99,7 +100,7 @@ class EstimatorGaussian(GridGaussian):
     def _report(self, terms):
         for name, tracker in self.trackers.items():
             tracker.update_state(terms[name])
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return step_logs({name: tracker.result() for name, tracker in self.trackers.items()})
 
     def _unpack(self, data):
         # fit(x) on arrays delivers (x,) while a dataset of batches delivers x itself.

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from energy_models.layers.dem_energy import DEMEnergy, sample_latents, sigmoid
+from energy_models.distribute import step_logs
 from energy_models.samplers import dem_gibbs
 from energy_models.seeding import replica_seed
 
@@ -217,7 +218,7 @@ class ContrastiveDivergence(keras.Model):
                   "acceptance": acceptance, "grad_norm": grad_norm, "step_size": self.step_size}
         for name, value in values.items():
             self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return step_logs({name: tracker.result() for name, tracker in self.trackers.items()})
 
     def train_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data

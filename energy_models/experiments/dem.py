@@ -272,6 +272,8 @@ def train_and_evaluate(config):
     from energy_models.experiments import dem_callbacks
 
     config.resolve()
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs its first operation.
+    strategy = strategy_for(config.distribute, config.batch_size)
     export.check_export_target(config.export_dir, config.overwrite)
     run_dir = rundir.start_or_resume(config.run_dir, dataclasses.asdict(config), config.overwrite)
 
@@ -282,7 +284,6 @@ def train_and_evaluate(config):
                         f"--batch-size ({config.batch_size}) training patches and some held-out ones; "
                         "raise --num-patches or lower --batch-size")
     gaussian = FullGaussian.fit(train)
-    strategy = strategy_for(config.distribute, config.batch_size)
     with strategy.scope():  # Variables (and the optimiser's) are created per replica here.
         model = build_model(config, train, make_whitening(config, train, gaussian))
     checkpoint = TrainingCheckpoint(run_dir / "checkpoints", config.checkpoint_every)

@@ -240,6 +240,8 @@ def train_and_evaluate(config):
     import tensorflow as tf
 
     config.resolve()
+    # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs its first operation.
+    strategy = strategy_for(config.distribute, config.batch_size)
     export.check_export_target(config.export_dir, config.overwrite)
     run_dir = rundir.start_or_resume(config.run_dir, dataclasses.asdict(config), config.overwrite)
     tf.keras.utils.set_random_seed(config.seed)
@@ -248,7 +250,6 @@ def train_and_evaluate(config):
     model = GridGaussian(28, 28, config.neighbourhood)
     model.set_mean(data.mean)
     train_writer = tf.summary.create_file_writer(str(run_dir / "train"))
-    strategy = strategy_for(config.distribute, config.batch_size)
     start = time.perf_counter()
     with strategy.scope():  # The estimator's variables and optimiser are created, and trained, here.
         extras = ESTIMATORS[config.estimator](config, data, model, train_writer)
