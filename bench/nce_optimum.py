@@ -19,6 +19,7 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
+import scipy.linalg  # noqa: E402
 import scipy.special  # noqa: E402
 
 from bench._common import machine, peak_rss_mb  # noqa: E402
@@ -37,7 +38,10 @@ def balanced_c(a, b, nu):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nu", type=float, nargs="+", default=[1.0, 10.0, 100.0])
-    parser.add_argument("--noise", default="full", choices=("isotropic", "diagonal", "full"))
+    parser.add_argument("--noise", default="full", choices=("isotropic", "diagonal", "full", "model"))
+    parser.add_argument("--noise-model", default=None,
+                        help="--noise model: a Gaussian SavedModel whose N(mu, Lambda^-1) is the noise (e.g. "
+                             "the score-matching fit: a grid Gaussian close to the data)")
     parser.add_argument("--noise-samples", type=int, default=60_000)
     parser.add_argument("--neighbourhood", type=int, default=4)
     parser.add_argument("--max-iter", type=int, default=500)
@@ -64,13 +68,22 @@ def main():
     rng = np.random.default_rng(args.seed + 1)
     sigma = np.sqrt(np.diag(s))
     x = data.noisy_train(args.seed).astype(np.float64) - data.mean
-    scale = noise_scale(args.noise, s)
     eps = rng.standard_normal((args.noise_samples, len(sigma)))
-    if args.noise == "full":
+    if args.noise == "model":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(args.noise_model)
+        chol = np.linalg.cholesky(loaded.precision().numpy().astype(np.float64))  # Lambda_n = L L^T
+        y = scipy.linalg.solve_triangular(chol, eps.T, lower=True, trans="T").T  # L^-T eps: Cov Lambda_n^-1
+        norm = np.sum(np.log(np.diag(chol))) - 0.5 * len(sigma) * LOG_2PI
+        log_pn_x = -0.5 * np.sum((x @ chol) ** 2, axis=1)  # x^T Lambda_n x = ||L^T x||^2
+    elif args.noise == "full":
+        scale = noise_scale(args.noise, s)
         y = eps @ scale.T
         log_pn_x = -0.5 * np.sum(np.linalg.solve(scale, x.T) ** 2, axis=0)
         norm = -np.sum(np.log(np.diag(scale))) - 0.5 * len(sigma) * LOG_2PI
     else:
+        scale = noise_scale(args.noise, s)
         y = eps * scale
         log_pn_x = -0.5 * np.sum((x / scale) ** 2, axis=1)
         norm = -np.sum(np.log(scale)) - 0.5 * len(sigma) * LOG_2PI

@@ -304,7 +304,8 @@ def train_and_evaluate(config):
     metrics = {"method": config.method, "whiten": config.whiten, "sigma": config.sigma, "mcmc": config.mcmc,
                "n_train": int(len(train)), "n_heldout": int(len(heldout)), "seconds": seconds,
                "patches_per_second": steps * config.batch_size * epochs_run / max(seconds, 1e-9),
-               "resumed_from_epoch": initial_epoch, "replicas": strategy.num_replicas_in_sync, "checkpoint_seconds": checkpoint.seconds,
+               "resumed_from_epoch": initial_epoch, "replicas": strategy.num_replicas_in_sync,
+               "checkpoint_seconds": checkpoint.seconds,
                "final": {k: float(v[-1]) for k, v in history.history.items() if v},
                "log_abs_det_whitening": float(model.log_abs_det), "log_z": None,
                "checkpoint": str(checkpoint.latest()[1]) if checkpoint.latest() else None}

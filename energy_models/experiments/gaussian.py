@@ -53,9 +53,10 @@ class GaussianConfig:
                          "violated eigenvalues' normals (project) or shortened towards the last tested "
                          "point (backtrack)", default="project", choices=("project", "backtrack"))
     seed: int = flag("seed of every random draw (noise, shuffling, samples)", default=0)
-    distribute: str = flag("nce, cnce, sm: tf.distribute strategy: none (one device), mirrored (all local GPUs, else all "
-                            "logical CPUs) or multiworker (machines listed in TF_CONFIG); --batch-size is "
-                            "the global batch", default="none", choices=("none", "mirrored", "multiworker"))
+    distribute: str = flag("nce, cnce, sm: tf.distribute strategy: none (one device), mirrored (all local "
+                            "GPUs, else all logical CPUs) or multiworker (machines listed in TF_CONFIG); "
+                            "--batch-size is the global batch", default="none",
+                            choices=("none", "mirrored", "multiworker"))
     checkpoint_every: int = flag("nce, cnce, sm: epochs between checkpoints in RUN_DIR/checkpoints (a "
                                   "re-run of the same command resumes from the newest)", default=1)
     data_dir: str = flag("tensorflow-datasets data folder (default: $TFDS_DATA_DIR or "
