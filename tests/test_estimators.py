@@ -292,3 +292,28 @@ def test_balanced_c_makes_the_nce_loss_stationary_in_c(well_specified):
         loss = nce_loss(model.unnormalized_log_prob(rows), model.noise_log_prob(rows),
                         model.unnormalized_log_prob(y), log_pn_y, c, 3.0)[0]
     assert abs(float(tape.gradient(loss, c))) < 1e-3
+
+
+def test_noise_model_gives_the_saved_gaussians_covariance_and_bad_models_one_line(tmp_path):
+    """--noise-model: NCE's full noise takes Lambda^-1 of a Gaussian SavedModel; other folders are refused."""
+    from energy_models import export
+    from energy_models.data.arrays import ArrayData
+    from energy_models.estimators.nce import noise_covariance
+    from energy_models.gaussian import GridGaussian
+
+    model = GridGaussian(28, 28, 4)
+    diag = np.linspace(20.0, 40.0, 784).reshape(28, 28).astype(np.float32)
+    couplings = np.full((2, 28, 28), -3.0, np.float32)
+    model.precision_layer.set_precision(diag, couplings)
+    export.save_atomically(export.gaussian_module(model, {}), tmp_path / "gaussian")
+    data = ArrayData(np.random.default_rng(0).random((50, 784)).astype(np.float32),
+                     np.zeros((5, 784), np.float32))
+    config = GaussianConfig(estimator="nce", noise_model=str(tmp_path / "gaussian")).resolve()
+    covariance = noise_covariance(config, data)
+    np.testing.assert_allclose(covariance @ model.precision_dense(), np.eye(784), atol=2e-4)
+    np.testing.assert_array_equal(noise_covariance(GaussianConfig(estimator="nce").resolve(), data),
+                                  data.covariance())
+    with pytest.raises(UserError, match="cannot load a SavedModel from"):
+        noise_covariance(GaussianConfig(estimator="nce", noise_model=str(tmp_path / "nowhere")), data)
+    with pytest.raises(UserError, match="--noise-model applies to --estimator nce with --noise full"):
+        GaussianConfig(estimator="cnce", noise_model=str(tmp_path / "gaussian")).resolve()

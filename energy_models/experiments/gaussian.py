@@ -40,6 +40,9 @@ class GaussianConfig:
     noise: str = flag("nce: noise distribution N(mu, Sigma_n), Sigma_n = scaled identity, the data's "
                        "variances or the data's full covariance", default="full",
                        choices=("isotropic", "diagonal", "full"))
+    noise_model: str = flag("nce: a Gaussian SavedModel of the same data (e.g. this command's sm export) "
+                             "whose covariance Lambda^-1 replaces the data's in --noise full: a noise "
+                             "closer to the grid family (README, 'The log Z question')", default=None)
     noise_samples: int = flag("nce: fresh noise draws per step (default: --batch-size)", default=None)
     kappa: int = flag("cnce: noise samples per data point", default=1)
     epsilon: float = flag("cnce: conditional noise scale (default: the rule of "
@@ -108,6 +111,8 @@ class GaussianConfig:
              "must be a positive integer"),
         ]
         check_ranges(checks)
+        if self.noise_model and (self.estimator != "nce" or self.noise != "full"):
+            raise UserError("--noise-model applies to --estimator nce with --noise full")
         if self.estimator == "mle" and self.distribute != "none":
             raise UserError("--distribute applies to the stochastic estimators (nce, cnce, sm); mle is "
                             "solved exactly on one device: drop --distribute")
