@@ -20,19 +20,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
-import scipy.special  # noqa: E402
 
 from bench._common import machine, peak_rss_mb  # noqa: E402
-
-
-def balanced_c(a, b, nu):
-    """The root of dJ/dc = -mean sigmoid(-(a + c)) + nu mean sigmoid(b + c) (increasing in c)."""
-    lo, hi = -1e5, 1e5
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        slope = -np.mean(scipy.special.expit(-(a + mid))) + nu * np.mean(scipy.special.expit(b + mid))
-        lo, hi = (mid, hi) if slope < 0 else (lo, mid)
-    return 0.5 * (lo + hi)
 
 
 def main():
@@ -52,7 +41,7 @@ def main():
     from energy_models import grid
     from energy_models.data.mnist import load_noisy_mnist
     from energy_models.estimators.mle import fit_grid_mle
-    from energy_models.estimators.nce import LOG_2PI, noise_scale
+    from energy_models.estimators.nce import LOG_2PI, dj_dc_root, noise_scale
     from energy_models.estimators.nce_exact import nce_optimum
     from energy_models.gaussian import GridGaussian, average_log_likelihood
 
@@ -94,7 +83,7 @@ def main():
     results = []
     for nu in args.nu:
         start = time.perf_counter()
-        c0 = balanced_c(-0.5 * q0(x_std) - log_pn_x - np.log(nu), -0.5 * q0(y_std) - log_pn_y - np.log(nu), nu)
+        c0 = dj_dc_root(-0.5 * q0(x_std) - log_pn_x - np.log(nu), -0.5 * q0(y_std) - log_pn_y - np.log(nu), nu)
         opt = nce_optimum(x_std, log_pn_x, y_std, log_pn_y, pattern, nu, c0, max_iter=args.max_iter)
         seconds = time.perf_counter() - start
         tilde = pattern.dense(opt.diag.reshape(28, 28), pattern.edges_to_couplings(opt.edges))

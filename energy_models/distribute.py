@@ -72,6 +72,18 @@ def _check_tf_config(text):
         raise UserError(f"TF_CONFIG is not a usable cluster description: {how}")
 
 
+def replica_share(loss):
+    """A replica's mean loss divided by the number of replicas in sync (1 outside a strategy).
+
+    Keras sums the replicas' gradients, so differentiating this share makes the update that of the mean
+    loss over the global batch, the update one device would make.
+    """
+    import tensorflow as tf
+
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return loss / tf.cast(replicas, loss.dtype)
+
+
 def step_logs(values):
     """The dict a custom `train_step` returns, shaped for Keras's reduction across workers.
 

@@ -17,3 +17,14 @@ def tfds_data_dir():
     if not path or not (pathlib.Path(path) / "mnist").is_dir():
         pytest.skip("TFDS_DATA_DIR with a prepared MNIST is not set")
     return path
+
+
+def checkpoint_arrays(path):
+    """{name: array} of every dataset in a Keras weights file (a checkpoint of `energy_models.checkpoints`)."""
+    import h5py
+
+    out = {}
+    with h5py.File(path) as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset)
+                     else None)
+    return out

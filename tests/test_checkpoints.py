@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 
-import h5py
 import keras
 import numpy as np
 import pytest
@@ -15,21 +14,13 @@ import pytest
 from energy_models.checkpoints import DivergenceGuard, TrainingCheckpoint
 from energy_models.data.batches import epoch_batches
 from energy_models.errors import UserError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, checkpoint_arrays
 
 
 def _dense_model():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer="adam", loss="mse")
     return model
-
-
-def _arrays(path):
-    out = {}
-    with h5py.File(path) as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset)
-                     else None)
-    return out
 
 
 def test_checkpoints_are_whole_files_named_by_epoch_and_only_the_newest_are_kept(tmp_path):
@@ -138,8 +129,8 @@ def test_gaussian_trainer_killed_after_a_checkpoint_resumes_to_the_uninterrupted
 
     reference = gaussian.train_and_evaluate(gaussian.GaussianConfig(
         **vars(_parser().parse_args(_train_gaussian_argv(tmp_path / "ref", tmp_path / "ref_model")))))
-    a = _arrays(killed_run / "checkpoints" / "epoch-000008.weights.h5")
-    b = _arrays(tmp_path / "ref" / "checkpoints" / "epoch-000008.weights.h5")
+    a = checkpoint_arrays(killed_run / "checkpoints" / "epoch-000008.weights.h5")
+    b = checkpoint_arrays(tmp_path / "ref" / "checkpoints" / "epoch-000008.weights.h5")
     assert a.keys() == b.keys() and len(a) >= 8
     for name in a:
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
@@ -184,7 +175,8 @@ def test_gaussian_trainer_that_diverges_stops_with_the_message_and_keeps_the_che
     assert "; try a smaller --learning-rate (now 1e+30); the last good state (from the start) is kept in " \
            f"{run / 'checkpoints' / 'epoch-000000.weights.h5'}" in err[0]
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["epoch-000000.weights.h5"]
-    assert all(np.all(np.isfinite(v)) for v in _arrays(run / "checkpoints" / "epoch-000000.weights.h5").values())
+    kept = checkpoint_arrays(run / "checkpoints" / "epoch-000000.weights.h5")
+    assert all(np.all(np.isfinite(v)) for v in kept.values())
     assert not model.exists() and not (run / "metrics.json").exists()  # Nothing exported or reported.
 
 

@@ -193,7 +193,7 @@ def test_resumed_training_ends_with_the_uninterrupted_parameters(trained, tmp_pa
     import dataclasses
     import shutil
 
-    import h5py
+    from tests.conftest import checkpoint_arrays
 
     config, metrics = trained
     run = tmp_path / "run"
@@ -203,13 +203,11 @@ def test_resumed_training_ends_with_the_uninterrupted_parameters(trained, tmp_pa
     resumed = dem.train_and_evaluate(dataclasses.replace(config, run_dir=str(run),
                                                          export_dir=str(tmp_path / "model")))
     assert resumed["resumed_from_epoch"] == 1
-    names = []
-    with h5py.File(os.path.join(config.run_dir, "checkpoints", "epoch-000002.weights.h5")) as a, \
-            h5py.File(run / "checkpoints" / "epoch-000002.weights.h5") as b:
-        a.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-        assert len(names) > 10
-        for name in names:
-            np.testing.assert_allclose(b[name][()], a[name][()], rtol=1e-5, atol=1e-6, err_msg=name)
+    a = checkpoint_arrays(os.path.join(config.run_dir, "checkpoints", "epoch-000002.weights.h5"))
+    b = checkpoint_arrays(run / "checkpoints" / "epoch-000002.weights.h5")
+    assert len(a) > 10
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-5, atol=1e-6, err_msg=name)
     assert resumed["heldout_log_prob_mean"] == pytest.approx(metrics["heldout_log_prob_mean"], rel=1e-5)
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from energy_models import distribute
 from energy_models.errors import UserError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, checkpoint_arrays
 
 
 def test_mirrored_training_on_two_logical_cpus_equals_one_device(tmp_path):
@@ -52,7 +52,6 @@ def _free_ports(n):
 def test_two_workers_on_one_machine_train_like_one_device(tmp_path, tfds_data_dir, capsys):
     """`--distribute multiworker`: two worker processes configured by TF_CONFIG (as on two machines)
     end with the parameters of a one-device run of the same command."""
-    import h5py
     import numpy as np
 
     from train import gaussian as cli
@@ -76,10 +75,7 @@ def test_two_workers_on_one_machine_train_like_one_device(tmp_path, tfds_data_di
     capsys.readouterr()
 
     def arrays(run):
-        out = {}
-        with h5py.File(tmp_path / run / "checkpoints" / "epoch-000002.weights.h5") as f:
-            f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
-        return out
+        return checkpoint_arrays(tmp_path / run / "checkpoints" / "epoch-000002.weights.h5")
 
     one, first, second = arrays("one"), arrays("worker0"), arrays("worker1")
     for name in one:

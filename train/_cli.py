@@ -68,6 +68,17 @@ def import_tensorflow_quietly():
         os.close(devnull)
 
 
+def run_experiment(experiment, config_cls, prog, description, argv=None):
+    """What `python -m train.gaussian` and `train.dem` do: flags -> config, `experiment.train_and_evaluate`,
+    the printed summary and where the dashboards are. Returns the exit status 0."""
+    args = parser_for(config_cls, prog, description).parse_args(argv)
+    config = config_cls(**vars(args))
+    metrics = experiment.train_and_evaluate(config)
+    print("\n".join(experiment.summary_lines(metrics)))
+    print(f"  run directory: {config.run_dir} (tensorboard --logdir {config.run_dir})")
+    return 0
+
+
 def run_main(main, argv=None):
     """Runs `main(argv)`; a `UserError` becomes one line on stderr and exit status 2, never a traceback."""
     import_tensorflow_quietly()

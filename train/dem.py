@@ -14,13 +14,7 @@ from train import _cli
 def main(argv=None):
     from energy_models.experiments import dem
 
-    parser = _cli.parser_for(dem.DEMConfig, "python -m train.dem", __doc__.splitlines()[0])
-    args = parser.parse_args(argv)
-    config = dem.DEMConfig(**vars(args))
-    metrics = dem.train_and_evaluate(config)
-    print("\n".join(dem.summary_lines(metrics)))
-    print(f"  run directory: {config.run_dir} (tensorboard --logdir {config.run_dir})")
-    return 0
+    return _cli.run_experiment(dem, dem.DEMConfig, "python -m train.dem", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

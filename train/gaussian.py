@@ -20,13 +20,7 @@ from train import _cli  # noqa: E402
 def main(argv=None):
     from energy_models.experiments import gaussian
 
-    parser = _cli.parser_for(gaussian.GaussianConfig, "python -m train.gaussian", __doc__.splitlines()[0])
-    args = parser.parse_args(argv)
-    config = gaussian.GaussianConfig(**vars(args))
-    metrics = gaussian.train_and_evaluate(config)
-    print("\n".join(gaussian.summary_lines(metrics)))
-    print(f"  run directory: {config.run_dir} (tensorboard --logdir {config.run_dir})")
-    return 0
+    return _cli.run_experiment(gaussian, gaussian.GaussianConfig, "python -m train.gaussian", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

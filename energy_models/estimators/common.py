@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from energy_models import figures
 from energy_models.gaussian import GridGaussian, average_log_likelihood
-from energy_models.distribute import step_logs
+from energy_models.distribute import replica_share, step_logs
 from energy_models.seeding import replica_seed
 
 
@@ -112,11 +112,8 @@ class EstimatorGaussian(GridGaussian):
         x = self._unpack(data)
         with tf.GradientTape() as tape:
             terms = self.loss_terms(x)
-            # Under a tf.distribute strategy the replicas' gradients are summed: dividing each replica's
-            # mean loss by their number makes the update that of the mean over the global batch.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = terms["loss"] / tf.cast(replicas, terms["loss"].dtype)
-        grads = tape.gradient(scaled, self.trainable_variables)
+            share = replica_share(terms["loss"])  # The update of the global-batch mean under tf.distribute.
+        grads = tape.gradient(share, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         return self._report(terms)
 
@@ -518,11 +515,12 @@ def fit_keras_estimator(config, data, estimator, target, writer, verbose="auto")
     if divergence.diverged:
         raise UserError(divergence.message)
     target.precision_layer.set_dense(estimator.precision_dense())  # Lambda = D Lambda~ D.
+    latest = checkpoint.latest()
     last = {k: float(v[-1]) for k, v in history.history.items() if v}
     return {"log_z_estimate": estimator.log_z_estimate(), "final_train_metrics": last,
             "pd_failures": guard.failures, "pd_halvings": guard.halvings,
             "pd_projections": guard.projections, "pd_check_seconds": guard.seconds,
             "steps": steps * config.epochs, "resumed_from_epoch": initial_epoch,
             "checkpoint_seconds": checkpoint.seconds, "fit_seconds": seconds,
-            "checkpoint": str(checkpoint.latest()[1]) if checkpoint.latest() else None,
+            "checkpoint": str(latest[1]) if latest else None,
             "epochs_held_out": held_out.history}

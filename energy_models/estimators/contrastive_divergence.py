@@ -40,7 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from energy_models.layers.dem_energy import DEMEnergy, sample_latents, sigmoid
-from energy_models.distribute import step_logs
+from energy_models.distribute import replica_share, step_logs
 from energy_models.samplers import dem_gibbs
 from energy_models.seeding import replica_seed
 
@@ -171,22 +171,26 @@ class ContrastiveDivergence(keras.Model):
             return sigmoid(logits)
         return sample_latents(logits, seed)
 
-    def _my_chains(self, n):
-        """This replica's persistent chains: rows [r n, (r + 1) n) of the chain weight (all on one device)."""
+    def _chain_rows(self, n):
+        """First row of this replica's n persistent chains in the chain weight, or None when there is one
+        replica (which owns all of them)."""
         context = tf.distribute.get_replica_context()
         if context is None or context.num_replicas_in_sync == 1:
-            return self.chains
-        start = tf.cast(context.replica_id_in_sync_group, tf.int32) * n
-        return self.chains[start:start + n]
+            return None
+        return tf.cast(context.replica_id_in_sync_group, tf.int32) * n
+
+    def _my_chains(self, n):
+        """This replica's persistent chains: rows [r n, (r + 1) n) of the chain weight (all on one device)."""
+        start = self._chain_rows(n)
+        return self.chains if start is None else self.chains[start:start + n]
 
     def _keep_chains(self, negatives):
         """Stores this replica's chains; with R > 1 replicas its rows in zeros, summed over replicas."""
-        context = tf.distribute.get_replica_context()
-        if context is None or context.num_replicas_in_sync == 1:
+        n = tf.shape(negatives)[0]
+        start = self._chain_rows(n)
+        if start is None:
             self.chains.assign(negatives)
             return
-        n = tf.shape(negatives)[0]
-        start = tf.cast(context.replica_id_in_sync_group, tf.int32) * n
         rows = tf.range(start, start + n)[:, None]
         self.chains.assign(tf.scatter_nd(rows, negatives, tf.shape(self.chains)))
 
@@ -224,12 +228,10 @@ class ContrastiveDivergence(keras.Model):
         x = data[0] if isinstance(data, (tuple, list)) else data
         u, negatives, z_data, z_neg, acceptance, eta = self._phases(x, self.adapt_rate)
         weights = self.energy.trainable_weights
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(self.energy.joint(negatives, z_neg)) - tf.reduce_mean(self.energy.joint(u, z_data))
-            # Replicas' gradients are summed (energy_models.distribute): scale to the global-batch mean.
-            scaled = loss / replicas
-        grads = tape.gradient(scaled, weights)
+            share = replica_share(loss)  # The update of the global-batch mean under tf.distribute.
+        grads = tape.gradient(share, weights)
         grad_norm = tf.linalg.global_norm(grads)
         # Energies at the parameters the gradient was taken at (XLA shares their products with the loss's).
         energies = self._energies(u, negatives)

@@ -193,7 +193,12 @@ def noise_precision(config, dim):
         raise UserError(f"--noise-model {config.noise_model} is not a Gaussian model of {dim} pixels; pass "
                         "a folder written by python -m train.gaussian")
     precision = np.asarray(loaded.module.precision().numpy(), np.float64)
-    if not np.all(np.isfinite(precision)) or np.linalg.eigvalsh(precision)[0] <= 0:
+    try:
+        np.linalg.cholesky(precision)  # Succeeds exactly when a finite Lambda_n is positive definite.
+        positive_definite = bool(np.all(np.isfinite(precision)))
+    except np.linalg.LinAlgError:
+        positive_definite = False
+    if not positive_definite:
         raise UserError(f"--noise-model {config.noise_model}: its precision is not positive definite")
     return precision
 
@@ -218,15 +223,20 @@ def balanced_c(model, x, num_noise=4096):
     Lambda: starting there, the optimiser spends its steps on Lambda instead of on a c that is hundreds
     of nats off.
     """
-    import scipy.special
-
     log_nu = np.log(model.nu)
     a = np.asarray(model.unnormalized_log_prob(x) - model.noise_log_prob(x), np.float64) - log_nu
     y, log_pn_y = model.noise_sample(num_noise)
     b = np.asarray(model.unnormalized_log_prob(y) - log_pn_y, np.float64) - log_nu
+    return dj_dc_root(a, b, model.nu)
+
+
+def dj_dc_root(a, b, nu):
+    """The c where dJ/dc = -mean sigmoid(-(a + c)) + nu mean sigmoid(b + c) = 0, by bisection (the slope
+    increases with c), for a = G(x) - c on data rows and b = G(y) - c on noise rows."""
+    import scipy.special
 
     def slope(c):
-        return -np.mean(scipy.special.expit(-(a + c))) + model.nu * np.mean(scipy.special.expit(b + c))
+        return -np.mean(scipy.special.expit(-(a + c))) + nu * np.mean(scipy.special.expit(b + c))
 
     lo, hi = -1e5, 1e5
     for _ in range(200):

@@ -301,6 +301,7 @@ def train_and_evaluate(config):
                         callbacks=callbacks, shuffle=False, verbose=1)
     seconds = time.perf_counter() - start
     epochs_run = len(history.history.get("loss", []))
+    latest = checkpoint.latest()
     metrics = {"method": config.method, "whiten": config.whiten, "sigma": config.sigma, "mcmc": config.mcmc,
                "n_train": int(len(train)), "n_heldout": int(len(heldout)), "seconds": seconds,
                "patches_per_second": steps * config.batch_size * epochs_run / max(seconds, 1e-9),
@@ -308,7 +309,7 @@ def train_and_evaluate(config):
                "checkpoint_seconds": checkpoint.seconds,
                "final": {k: float(v[-1]) for k, v in history.history.items() if v},
                "log_abs_det_whitening": float(model.log_abs_det), "log_z": None,
-               "checkpoint": str(checkpoint.latest()[1]) if checkpoint.latest() else None}
+               "checkpoint": str(latest[1]) if latest else None}
     if divergence.diverged:
         metrics["diverged"] = divergence.message
         rundir.write_json_atomically(run_dir / "metrics.json", metrics)
