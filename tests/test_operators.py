@@ -8,7 +8,7 @@ from energy_models import grid
 from energy_models.layers import GridPrecision
 from energy_models.operators import LinearOperatorGridPrecision
 
-SHAPES = [(1, 5), (3, 4), (5, 5), (6, 3)]
+SHAPES = [(1, 5), (3, 4), (5, 5), (6, 3), (28, 28)]
 
 
 def random_precision(pattern, rng, dtype, pd=False):
