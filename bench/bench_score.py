@@ -1,6 +1,6 @@
 """Scoring throughput through SavedModels (issue 6): patches per second of `unnormalized_log_prob`.
 
-    python -m bench.bench_score [--n 262144] [--batch 8192] [--repeats 5]
+    python -m bench.bench_score [--n 262144] [--batch 16384] [--repeats 5]
 
 Exports a deep energy model (raw pixels and ZCA-whitened; random parameters: the cost does not depend on
 them) and the 4-neighbour Gaussian, reloads each with plain `tf.saved_model.load`, and times scoring
@@ -62,7 +62,7 @@ FLOPS = {"dem_raw": 2 * (64 * 784 + 64 * 64), "dem_zca": 2 * (784 * 784 + 64 * 7
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=262_144)
-    parser.add_argument("--batch", type=int, default=8192)
+    parser.add_argument("--batch", type=int, default=16384)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     rate = matmul_rate()

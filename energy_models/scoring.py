@@ -68,7 +68,7 @@ def check_rows(x, dim, what):
     return x.astype(np.float32, copy=False)
 
 
-def score_samples(model, x, batch_size=8192, normalised=True):
+def score_samples(model, x, batch_size=16384, normalised=True):
     """Per-row log p(x) (float64 [n]) through the SavedModel, in batches.
 
     `normalised=False` scores with `unnormalized_log_prob`, for models with no log Z yet.
