@@ -3,17 +3,18 @@
 Endpoints (x: float32 [n, 784], raw pixels in [0, 1]; the module whitens internally):
 
     unnormalized_log_prob(x)  log p~(x) in pixel space = DEM energy at u = W (x - mu) + log|det W|  [n]
-    log_prob(x)               unnormalized_log_prob(x) - log Z. No estimate of log Z exists yet for the
-                              deep energy model (the AIS issue adds one), so log_z is stored as NaN and
-                              log_prob returns NaN; info()["log_z_source"] says so. Rank and compare
+    log_prob(x)               unnormalized_log_prob(x) - log Z, with the log Z learnt by NCE
+                              (`train.dem --method nce`) or stored later from AIS (`train.score
+                              --ais-steps`). A CD-trained model has none at export: log_z is NaN and
+                              log_prob returns NaN; info()["log_z_source"] says which. Rank and compare
                               patches with unnormalized_log_prob, which is exact up to that constant.
-    sample(n, seed)           start: n draws of the fitted full-covariance Gaussian N(m, Sigma) of the
-                              training patches; then `sample_sweeps` block Gibbs sweeps (z ~ p(z|x), a
-                              tfp.mcmc move of x | z, eta fixed at the trained step size) in model space;
-                              returned in pixel space [n, 784]
+    sample(n, seed)           start: n draws of the fitted Gaussian N(m, Sigma) of the training patches
+                              (`train.dem` passes the 4-neighbour grid Gaussian); then `sample_sweeps`
+                              block Gibbs sweeps (z ~ p(z|x), a tfp.mcmc move of x | z, eta fixed at the
+                              trained step size) in model space; returned in pixel space [n, 784]
     filters()                 rows of V in pixel space [hidden, 784] (V W for whitened models)
     mean()                    the training patches' mean [784]
-    info()                    JSON string: kind, settings, log_z (NaN) and its source
+    info()                    JSON string: kind, settings, log_z (null when unknown) and its source
 
 Everything is held as plain variables and the graphs contain only TensorFlow ops, so
 `tf.saved_model.load(path)` works without this project or tensorflow-probability installed.
@@ -36,9 +37,12 @@ class DEMModule(tf.Module):
         gaussian_mean, gaussian_cholesky: m [784] and lower L with Sigma = L L^T, the start of `sample`.
         info: dict merged into info() (e.g. training settings and scores).
         sample_sweeps: Gibbs sweeps per `sample` call.
+        log_z, log_z_source: a log Z estimate known at export (NCE's) and where it comes from; without
+            one, `log_prob` returns NaN until `train.score --ais-steps` stores an AIS estimate.
     """
 
-    def __init__(self, model, gaussian_mean, gaussian_cholesky, info, sample_sweeps=100, name="dem"):
+    def __init__(self, model, gaussian_mean, gaussian_cholesky, info, sample_sweeps=100, log_z=None,
+                 log_z_source=None, name="dem"):
         super().__init__(name=name)
         energy = model.energy
         dim = model.dim
@@ -64,7 +68,7 @@ class DEMModule(tf.Module):
         self._gauss_chol = variable(gaussian_cholesky, "gaussian_cholesky")
         self._filters = variable(model.filters(), "filters")
         self._step_size = variable(np.float32(model.step_size.numpy()), "step_size")
-        self._log_z = variable(np.float32(np.nan), "log_z")
+        self._log_z = variable(np.float32(np.nan if log_z is None else log_z), "log_z")
         self._mcmc, self._leapfrog, self._sweeps, self._dim = (model.mcmc, model.leapfrog_steps,
                                                                int(sample_sweeps), dim)
         info = dict(info, kind="deep_energy_model", hidden=energy.hidden, latents=energy.latents,
@@ -72,6 +76,8 @@ class DEMModule(tf.Module):
                     sample_sweeps=int(sample_sweeps), step_size=float(model.step_size.numpy()),
                     log_z=None, log_z_source="none yet: log_prob returns NaN until an AIS estimate is "
                                              "stored; use unnormalized_log_prob")
+        if log_z is not None:
+            info.update(log_z=float(log_z), log_z_source=log_z_source or "given at export")
         self._info = tf.Variable(json.dumps(info, sort_keys=True), trainable=False, name="info")
 
         spec = tf.TensorSpec([None, dim], tf.float32, name="x")

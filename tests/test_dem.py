@@ -134,6 +134,7 @@ def test_short_training_lowers_data_energy_below_negatives(trained):
     final = metrics["final"]
     assert final["energy_data"] < final["energy_negatives"]
     assert np.isfinite(metrics["heldout_log_prob_mean"]) and 0 <= metrics["auroc_vs_gaussian_samples"] <= 1
+    assert 0 <= metrics["auroc_vs_full_gaussian_samples"] <= 1
     for name in ("config.json", "metrics.json", "patches.npz", "figures/filters.png", "figures/samples.png",
                  "checkpoints/epoch-000002.weights.h5"):
         assert os.path.exists(os.path.join(config.run_dir, name)), name
@@ -164,9 +165,28 @@ def test_export_loads_in_fresh_process_without_project(trained):
     assert lines[-1] == "(4, 784)"
 
 
+def test_nce_training_on_real_patches_exports_a_normalised_model(tmp_path):
+    """train.dem --method nce: the data beat the noise (accuracy above chance), log Z is learnt and the
+    SavedModel's log_prob is its unnormalized_log_prob minus that log Z."""
+    photos = os.environ.get("ENERGY_MODELS_TEST_PHOTOS")
+    config = dem.DEMConfig(images=photos, num_patches=2000, whiten="gaussian", method="nce", nu=2,
+                           hidden=16, latents=16, epochs=2, batch_size=64, learning_rate=1e-2,
+                           sample_sweeps=2, run_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "model"))
+    metrics = dem.train_and_evaluate(config)
+    assert metrics["final"]["accuracy"] > 0.5 and np.isfinite(metrics["log_z"])
+    assert metrics["final"]["log_z"] == pytest.approx(metrics["log_z"], abs=1.0)  # The epoch's mean.
+    module = tf.saved_model.load(config.export_dir)
+    info = json.loads(module.info().numpy())
+    assert info["log_z"] == pytest.approx(metrics["log_z"]) and "NCE" in info["log_z_source"]
+    x = np.random.default_rng(0).uniform(0, 1, size=(5, 784)).astype(np.float32)
+    np.testing.assert_allclose(module.log_prob(x).numpy(),
+                               module.unnormalized_log_prob(x).numpy() - metrics["log_z"], rtol=1e-5)
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--sigma", "0"], "--sigma must be > 0"),
     (["--mcmc-steps", "0"], "--mcmc-steps must be a positive integer, got 0"),
+    (["--nu", "0"], "--nu must be a positive integer, got 0"),
     (["--step-size", "-1"], "--step-size must be > 0, got -1"),
     (["--learning-rate", "0"], "--learning-rate must be > 0"),
     (["--whiten-epsilon", "0"], "--whiten-epsilon must be > 0"),
@@ -247,3 +267,28 @@ def test_exported_score_equals_the_energy_formula(whitened):
     u = x if whitening is None else np.asarray(whitening(x))
     expected = energy(tf.constant(u)).numpy() + (whitening.log_abs_det if whitened else 0.0)
     np.testing.assert_allclose(module.unnormalized_log_prob(x).numpy(), expected, rtol=2e-5, atol=1e-3)
+
+
+def test_fitted_gaussian_is_the_constrained_grid_mle():
+    """train.dem's fitted Gaussian: grid-patterned precision whose covariance equals the sample covariance
+    (plus the ridge) on the pattern, and a log_prob equal to scipy's multivariate normal."""
+    from scipy.stats import multivariate_normal
+
+    from energy_models import grid
+    from energy_models.experiments.dem import GAUSSIAN_RIDGE, FittedGaussian
+
+    rng = np.random.default_rng(3)
+    # Smooth-ish correlated rows: a running sum along each row makes neighbouring pixels covary.
+    x = np.cumsum(rng.normal(size=(4000, 784)), axis=1) * 0.05 + rng.normal(size=(4000, 784))
+    g = FittedGaussian.grid(x)
+    pattern = grid.grid_pattern(28, 28, 4)
+    on_pattern = np.eye(784, dtype=bool)
+    on_pattern[pattern.rows, pattern.cols] = on_pattern[pattern.cols, pattern.rows] = True
+    precision = g.precision
+    assert np.abs(precision[~on_pattern]).max() < 1e-6 * np.abs(precision).max()
+    sample_cov = np.cov(x.T, bias=True) + GAUSSIAN_RIDGE * np.eye(784)
+    np.testing.assert_allclose(g.covariance[on_pattern], sample_cov[on_pattern], rtol=1e-5, atol=1e-6)
+    assert np.abs(g.covariance - sample_cov)[~on_pattern].max() > 1e-3  # A constrained fit, not the full one.
+    rows = g.sample(5, 1)
+    np.testing.assert_allclose(g.log_prob(rows), multivariate_normal(g.mean, g.covariance).logpdf(rows),
+                               rtol=1e-8)
