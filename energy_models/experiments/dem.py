@@ -223,7 +223,7 @@ def load_patches(config, run_dir):
     return patch_set
 
 
-def build_model(config, train, whitening, gaussian):
+def build_model(config, train, whitening, gaussian=None):
     """A compiled `ContrastiveDivergence` (or, for --method nce, `DEMNoiseContrastive` with `gaussian` as
     its noise) for `config`, with b started at the data's maximum-likelihood value for V = 0:
     b = mean(u) / sigma^2, so the initial model is close to N(mean(u), sigma^2 I)."""
@@ -240,6 +240,9 @@ def build_model(config, train, whitening, gaussian):
     energy = DEMEnergy(config.hidden, config.latents, config.sigma, name="energy")
     if config.method == "nce":
         from energy_models.estimators.dem_nce import DEMNoiseContrastive
+
+        if gaussian is None:
+            raise ValueError("--method nce needs the fitted Gaussian as its noise: pass gaussian")
 
         model = DEMNoiseContrastive(energy, gaussian.mean, np.linalg.cholesky(gaussian.precision),
                                     nu=config.nu, **settings)
