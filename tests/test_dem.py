@@ -289,6 +289,10 @@ def test_fitted_gaussian_is_the_constrained_grid_mle():
     sample_cov = np.cov(x.T, bias=True) + GAUSSIAN_RIDGE * np.eye(784)
     np.testing.assert_allclose(g.covariance[on_pattern], sample_cov[on_pattern], rtol=1e-5, atol=1e-6)
     assert np.abs(g.covariance - sample_cov)[~on_pattern].max() > 1e-3  # A constrained fit, not the full one.
+    small = FittedGaussian.grid(x[:, :100])  # 10 x 10 patches: the grid follows the patch size.
+    assert small.covariance.shape == (100, 100)
+    with pytest.raises(UserError, match="99 pixels, not a square number"):
+        FittedGaussian.grid(x[:, :99])
     rows = g.sample(5, 1)
     np.testing.assert_allclose(g.log_prob(rows), multivariate_normal(g.mean, g.covariance).logpdf(rows),
                                rtol=1e-8)

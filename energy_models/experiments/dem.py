@@ -152,14 +152,19 @@ class FittedGaussian:
         return cls(mean, cov + GAUSSIAN_RIDGE * np.eye(len(mean)), "full")
 
     @classmethod
-    def grid(cls, x, height=28, width=28, neighbourhood=4):
-        """max log det Lambda - tr(S Lambda) over precisions with the grid pattern (Newton, exact)."""
+    def grid(cls, x, neighbourhood=4):
+        """max log det Lambda - tr(S Lambda) over precisions with the grid pattern of the square p x p
+        patches in the rows of x (Newton, exact)."""
         from energy_models import grid as grid_lib
         from energy_models.estimators.mle import fit_grid_mle
         from energy_models.whitening import mean_and_covariance
 
         mean, cov = mean_and_covariance(x)
-        pattern = grid_lib.grid_pattern(height, width, neighbourhood)
+        side = math.isqrt(len(mean))
+        if side * side != len(mean):
+            raise UserError(f"patches have {len(mean)} pixels, not a square number; the fitted grid "
+                            "Gaussian needs square patches (cut them with python -m train.dem --images)")
+        pattern = grid_lib.grid_pattern(side, side, neighbourhood)
         precision = fit_grid_mle(cov + GAUSSIAN_RIDGE * np.eye(len(mean)), pattern).precision
         return cls(mean, np.linalg.inv(precision), "grid")
 
