@@ -2,7 +2,8 @@
 using the previous round's SavedModel as its noise (`--noise-model`).
 
     TFDS_DATA_DIR=../shared/data/tensorflow_datasets python -m bench.nce_rounds [--sm-epochs 2]
-        [--nce-epochs 1] [--rounds 3] [--nu 10] [--neighbourhood 4] [--json bench/nce_rounds_nu10.json]
+        [--nce-epochs 1] [--rounds 3] [--nu 10] [--neighbourhood 4] [--nce-learning-rate LR]
+        [--json bench/nce_rounds_nu10.json]
 
 Why rounds: with noise p_n equal to the model p_theta, the NCE gradient is proportional to
 E_data[grad log p_theta] - E_p_theta[grad log p_theta], the maximum-likelihood gradient, so each round's
@@ -41,6 +42,8 @@ def main():
     parser.add_argument("--nce-epochs", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--nu", type=float, default=10.0)
+    parser.add_argument("--nce-learning-rate", type=float, default=None,
+                        help="NCE rounds' learning rate (default: the trainer's)")
     parser.add_argument("--neighbourhood", type=int, default=4, choices=(4, 8))
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
@@ -52,7 +55,8 @@ def main():
         for i in range(1, args.rounds + 1):
             noise, metrics = run(args, root, f"nce{i}", [
                 "--estimator", "nce", "--noise-model", str(noise), "--nu", f"{args.nu:g}",
-                "--epochs", str(args.nce_epochs)])
+                "--epochs", str(args.nce_epochs)]
+                + ([] if args.nce_learning_rate is None else ["--learning-rate", f"{args.nce_learning_rate:g}"]))
             stages.append((f"nce round {i}", args.nce_epochs, metrics))
         for name, epochs, m in stages:
             total += m["seconds"]
@@ -64,7 +68,8 @@ def main():
                    "train_seconds": m["seconds"], "cumulative_train_seconds": total}
             rows.append(row)
             print(json.dumps(row), flush=True)
-    summary = {"stage": "summary", "nu": args.nu, "neighbourhood": args.neighbourhood, "sm_epochs": args.sm_epochs, "nce_epochs": args.nce_epochs,
+    summary = {"stage": "summary", "nu": args.nu, "neighbourhood": args.neighbourhood,
+               "nce_learning_rate": args.nce_learning_rate, "sm_epochs": args.sm_epochs, "nce_epochs": args.nce_epochs,
                "machine": machine(),
                "peak_rss_mb_largest_command": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
     rows.append(summary)
