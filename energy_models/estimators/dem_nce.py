@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from energy_models.distribute import replica_share, step_logs
 from energy_models.estimators.contrastive_divergence import ContrastiveDivergence
+from energy_models.estimators.nce import nce_loss
 
 METRIC_NAMES = ("loss", "energy_data", "energy_negatives", "log_z", "accuracy", "grad_norm")
 
@@ -94,16 +95,13 @@ class DEMNoiseContrastive(ContrastiveDivergence):
         return float(0.5 * (np.mean(data) + np.mean(noise)))
 
     def _objective(self, x, seed):
-        """(J, log p~ of data, log p~ of noise, classification accuracy) on a data batch x."""
-        n = tf.shape(x)[0]
-        y, log_pn_y = self.noise_draws(n * self.nu, seed)
-        log_nu = float(np.log(self.nu))
+        """(J, log p~ of data, log p~ of noise, classification accuracy) on a data batch x: the grid
+        Gaussian's `nce_loss`, with nu n noise draws for n data rows."""
+        y, log_pn_y = self.noise_draws(tf.shape(x)[0] * self.nu, seed)
         log_p_x, log_p_y = self(x), self(y)
-        g_x = log_p_x + self.c - self.noise_log_prob(x) - log_nu
-        g_y = log_p_y + self.c - log_pn_y - log_nu
-        loss = -tf.reduce_mean(tf.math.log_sigmoid(g_x)) - self.nu * tf.reduce_mean(tf.math.log_sigmoid(-g_y))
-        correct = tf.concat([tf.cast(g_x > 0, tf.float32), tf.cast(g_y < 0, tf.float32)], axis=0)
-        return loss, log_p_x, log_p_y, tf.reduce_mean(correct)
+        loss, _, _, accuracy = nce_loss(log_p_x, self.noise_log_prob(x), log_p_y, log_pn_y, self.c,
+                                        float(self.nu))
+        return loss, log_p_x, log_p_y, accuracy
 
     def _report_nce(self, loss, log_p_x, log_p_y, accuracy, grad_norm):
         values = {"loss": loss, "energy_data": -tf.reduce_mean(log_p_x),
