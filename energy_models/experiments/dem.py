@@ -12,6 +12,7 @@ fitted Gaussian's own AUROC is reported beside each as the baseline the deep mod
 """
 
 import dataclasses
+import functools
 import math
 import os
 import pathlib
@@ -142,14 +143,13 @@ class FittedGaussian:
 
     mean: np.ndarray
     covariance: np.ndarray
-    kind: str = "full"
 
     @classmethod
     def full(cls, x):
         from energy_models.whitening import mean_and_covariance
 
         mean, cov = mean_and_covariance(x)
-        return cls(mean, cov + GAUSSIAN_RIDGE * np.eye(len(mean)), "full")
+        return cls(mean, cov + GAUSSIAN_RIDGE * np.eye(len(mean)))
 
     @classmethod
     def grid(cls, x, neighbourhood=4):
@@ -166,14 +166,15 @@ class FittedGaussian:
                             "Gaussian needs square patches (cut them with python -m train.dem --images)")
         pattern = grid_lib.grid_pattern(side, side, neighbourhood)
         precision = fit_grid_mle(cov + GAUSSIAN_RIDGE * np.eye(len(mean)), pattern).precision
-        return cls(mean, np.linalg.inv(precision), "grid")
+        return cls(mean, np.linalg.inv(precision))
 
-    @property
+    # Cached: train.dem asks for them once per sample/log_prob call and for the whitening, noise and export.
+    @functools.cached_property
     def cholesky(self):
         """L with Sigma = L L^T."""
         return np.linalg.cholesky(self.covariance)
 
-    @property
+    @functools.cached_property
     def precision(self):
         """Lambda = Sigma^-1."""
         return np.linalg.inv(self.covariance)
