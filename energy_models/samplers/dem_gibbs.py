@@ -9,8 +9,12 @@ One sweep from x_t:
 Both moves leave p(x, z) invariant, so the x-marginal of the chain converges to p(x). x given z is not
 Gaussian (g(x) = s(V x) is non-linear), hence a gradient-based move:
 
-    langevin  tfp.mcmc.UncalibratedLangevin: x' = x + (eta / 2) grad f + sqrt(eta) N(0, I), no
-              accept/reject (biased for finite eta; every proposal is accepted, acceptance reported 1);
+    langevin  x' = x + (eta / 2) grad f + sqrt(eta) eps, eps ~ N(0, I), no accept/reject (biased for
+              finite eta; every proposal is accepted, acceptance reported 1). This is the move of
+              tfp.mcmc.UncalibratedLangevin, written out (`langevin_move`) so that the caller can pass
+              eps in: the trainer draws the noise of all its sweeps at once, outside XLA
+              (`normal_noise`), where it costs half as much. Without eps it draws exactly what tfp's
+              kernel draws from the same seed, and gives the kernel's x' (tested);
     mala      tfp.mcmc.MetropolisAdjustedLangevinAlgorithm: the same proposal, Metropolis-corrected;
     hmc       tfp.mcmc.HamiltonianMonteCarlo with `leapfrog_steps` leapfrog steps of size eta.
 
@@ -55,7 +59,27 @@ def make_kernel(method, target_log_prob_fn, step_size, leapfrog_steps=5):
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
-def gibbs_sweep(x, step_size, seed, logits_fn, joint_fn, method, leapfrog_steps=5):
+def langevin_move(x, target_log_prob_fn, step_size, noise):
+    """x' = x + (eta / 2) grad log pi(x) + sqrt(eta) eps for eps = `noise` ~ N(0, I) [n, D]: the
+    proposal of tfp.mcmc.UncalibratedLangevin (volatility 1), i.e. Euler-Maruyama for the Langevin
+    diffusion dx = (1/2) grad log pi(x) dt + dB_t over a time step eta."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        log_prob = target_log_prob_fn(x)
+    # The gradient of the sum over rows is every row's own gradient: rows are independent chains.
+    grad = tape.gradient(log_prob, x)
+    return x + 0.5 * step_size * grad + tf.sqrt(step_size) * noise
+
+
+def tfp_langevin_noise(x, seed):
+    """The N(0, I) draw tfp.mcmc.UncalibratedLangevin.one_step(x, ..., seed) makes for a single-part state."""
+    import tensorflow_probability as tfp
+
+    part_seed = tfp.random.split_seed(seed, n=1, salt="langevin.one_step")[0]
+    return tf.random.stateless_normal(tf.shape(x), seed=part_seed, dtype=x.dtype)
+
+
+def gibbs_sweep(x, step_size, seed, logits_fn, joint_fn, method, leapfrog_steps=5, noise=None):
     """One sweep z ~ p(z | x), x' ~ K_z(x, .).
 
     Args:
@@ -66,16 +90,19 @@ def gibbs_sweep(x, step_size, seed, logits_fn, joint_fn, method, leapfrog_steps=
         joint_fn: (x, z) -> f(x, z) [n].
         method: "langevin", "mala" or "hmc".
         leapfrog_steps: HMC only.
+        noise: Langevin only: eps [n, D] of the x-move; None draws tfp's kernel's eps from the seed.
 
     Returns:
         (x' [n, D], acceptance probability min(1, exp(log accept ratio)) [n]; ones for Langevin).
     """
     z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     z = sample_latents(logits_fn(x), z_seed)
+    if method == "langevin":
+        noise = tfp_langevin_noise(x, x_seed) if noise is None else noise
+        x_new = langevin_move(x, lambda state: joint_fn(state, z), tf.cast(step_size, x.dtype), noise)
+        return x_new, tf.ones(tf.shape(x)[:1], x.dtype)
     kernel = make_kernel(method, lambda state: joint_fn(state, z), step_size, leapfrog_steps)
     x_new, results = kernel.one_step(x, kernel.bootstrap_results(x), seed=x_seed)
-    if method == "langevin":
-        return x_new, tf.ones(tf.shape(x)[:1], x.dtype)
     log_ratio = results.log_accept_ratio
     # A NaN or -inf ratio (a proposal into overflow) is a rejection, as in tfp's Metropolis-Hastings.
     accept = tf.where(tf.math.is_finite(log_ratio), tf.exp(tf.minimum(log_ratio, 0.0)), 0.0)
@@ -89,7 +116,7 @@ def adapt_step_size(step_size, acceptance, target, rate):
 
 
 def run_chains(x, step_size, seed, num_sweeps, logits_fn, joint_fn, method, leapfrog_steps=5,
-               adapt_rate=0.0, target_acceptance=None, unroll=True):
+               adapt_rate=0.0, target_acceptance=None, unroll=True, noise=None):
     """`num_sweeps` Gibbs sweeps from x, adapting eta per sweep when the kernel has an acceptance.
 
     Args:
@@ -100,6 +127,7 @@ def run_chains(x, step_size, seed, num_sweeps, logits_fn, joint_fn, method, leap
         target_acceptance: defaults to TARGET_ACCEPTANCE[method].
         unroll: Python loop (short chains in training; lets XLA share work between sweeps) or
             tf.while_loop (long chains when sampling).
+        noise: Langevin with unroll only: eps of every sweep [num_sweeps, n, D] (None: drawn per sweep).
 
     Returns:
         (x after the sweeps, mean acceptance probability over sweeps and chains, final eta).
@@ -109,11 +137,14 @@ def run_chains(x, step_size, seed, num_sweeps, logits_fn, joint_fn, method, leap
     step_size = tf.convert_to_tensor(step_size, x.dtype)
 
     def body(t, x, eta, accept_sum, seeds):
-        x, accept = gibbs_sweep(x, eta, seeds[t], logits_fn, joint_fn, method, leapfrog_steps)
+        eps = None if noise is None else noise[t]
+        x, accept = gibbs_sweep(x, eta, seeds[t], logits_fn, joint_fn, method, leapfrog_steps, eps)
         if adapt:
             eta = adapt_step_size(eta, accept, target, adapt_rate)
         return t + 1, x, eta, accept_sum + tf.reduce_mean(accept), seeds
 
+    if noise is not None and (not unroll or method != "langevin"):
+        raise ValueError("noise is only taken by unrolled Langevin sweeps")
     if unroll:
         seeds = tf.random.experimental.stateless_split(seed, num_sweeps)
         state = (0, x, step_size, tf.zeros([], x.dtype), seeds)
