@@ -41,10 +41,12 @@ import tensorflow as tf
 
 from energy_models.layers.dem_energy import DEMEnergy, sample_latents, sigmoid
 from energy_models.distribute import replica_share, step_logs
-from energy_models.samplers import dem_gibbs
+from energy_models.samplers import dem_gibbs, normal_noise
 from energy_models.seeding import replica_seed
 
 Z_SAMPLING = ("gibbs", "mean")
+# Folded into (seed, counter) for the Langevin noise, a stream apart from the step's split seeds.
+_NOISE_STREAM = 0x4E015E
 METRIC_NAMES = ("loss", "energy_data", "energy_negatives", "acceptance", "grad_norm", "step_size")
 
 
@@ -114,7 +116,28 @@ class ContrastiveDivergence(keras.Model):
                                           initializer="zeros")
             self.chains_ready = self.add_weight(name="chains_ready", shape=(), trainable=False, aggregation="mean",
                                                 initializer="zeros")
+        self._jit_update = False
+        if self.prefetches_noise:
+            # eps of the next step's sweeps, drawn while this step computes (train_step). Plain
+            # tf.Variables: not weights, so checkpoints leave them out; the tag says which step's draw
+            # the buffer holds, and any other step (the first, or one after a restore) draws its own.
+            self._noise_buffer = tf.Variable(tf.zeros([self.mcmc_steps, self.num_chains, self.dim]),
+                                             trainable=False, shape=[self.mcmc_steps, None, self.dim])
+            self._noise_step = tf.Variable(-1, dtype=tf.int32, trainable=False)
         self.built = True
+
+    @property
+    def prefetches_noise(self):
+        """Whether train_step draws the Langevin noise outside XLA, a step ahead (Langevin CD only)."""
+        return self.mcmc == "langevin" and type(self).train_step is ContrastiveDivergence.train_step
+
+    def compile(self, *args, jit_compile="auto", **kwargs):
+        """`keras.Model.compile`; with Langevin moves, `jit_compile=True` compiles the step's update with
+        XLA while Keras runs the step itself uncompiled, so that the step's noise is drawn outside XLA."""
+        self._jit_update = jit_compile is True
+        if self.prefetches_noise:
+            jit_compile = False
+        super().compile(*args, jit_compile=jit_compile, **kwargs)
 
     @property
     def metrics(self):
@@ -194,19 +217,46 @@ class ContrastiveDivergence(keras.Model):
         rows = tf.range(start, start + n)[:, None]
         self.chains.assign(tf.scatter_nd(rows, negatives, tf.shape(self.chains)))
 
-    def negative_phase(self, start, seed, step_size, adapt_rate):
-        """`mcmc_steps` Gibbs sweeps from `start` (model space): (negatives, acceptance, final eta)."""
+    def negative_phase(self, start, seed, step_size, adapt_rate, noise=None):
+        """`mcmc_steps` Gibbs sweeps from `start` (model space): (negatives, acceptance, final eta).
+        `noise`: Langevin only, eps of every sweep [mcmc_steps, n, D] (None: drawn in the sweeps)."""
         return dem_gibbs.run_chains(start, step_size, seed, self.mcmc_steps, self.energy.latent_logits,
-                                    self.energy.joint, self.mcmc, self.leapfrog_steps, adapt_rate)
+                                    self.energy.joint, self.mcmc, self.leapfrog_steps, adapt_rate, noise=noise)
 
-    def _phases(self, x, adapt_rate):
+    def _draw_noise(self, counter, n):
+        """eps [mcmc_steps, n, D] of the step whose seed counter is `counter`: a pure function of
+        (seed, counter, replica), whenever it is drawn."""
+        seed = tf.random.experimental.stateless_fold_in(replica_seed(self.seed, counter), _NOISE_STREAM)
+        return normal_noise.standard_normal(tf.stack([self.mcmc_steps, n, self.dim]), seed)
+
+    def _chain_noise(self, n):
+        """This step's Langevin noise, from the buffer when the previous step drew it, and the next
+        step's draw into the buffer.
+
+        The draw is 2.0 M normals for CD-10 on batch 256, the largest cost of the step. The draw for the
+        next step does not depend on this step's update, so TensorFlow's executor runs the two at once,
+        on both cores (bench/bench_dem.py). Under tf.distribute with several replicas each step draws its
+        own (a replica-local buffer would need a variable per replica).
+        """
+        counter = tf.identity(self.seed_counter)
+        if self._chain_rows(n) is not None:
+            return self._draw_noise(counter, n)
+        buffer = self._noise_buffer
+        ready = tf.logical_and(tf.equal(self._noise_step, counter), tf.equal(tf.shape(buffer)[1], n))
+        noise = tf.cond(ready, lambda: tf.identity(buffer.read_value()), lambda: self._draw_noise(counter, n))
+        upcoming = self._draw_noise(counter + 1, n)
+        with tf.control_dependencies([noise]):
+            buffer.assign(upcoming)
+            self._noise_step.assign(counter + 1)
+        return noise
+
+    def _phases(self, x, adapt_rate, seeds, noise=None):
         u = self.to_model_space(x)
-        seeds = self._next_seeds(3)
         start = u
         if self.persistent:
             # The first step starts the persistent chains at the data, like CD.
             start = tf.where(self.chains_ready > 0, self._my_chains(tf.shape(u)[0]), u)
-        negatives, acceptance, eta = self.negative_phase(start, seeds[2], self.step_size, adapt_rate)
+        negatives, acceptance, eta = self.negative_phase(start, seeds[2], self.step_size, adapt_rate, noise)
         negatives = tf.stop_gradient(negatives)
         z_data = tf.stop_gradient(self._latents(u, seeds[0]))
         z_neg = tf.stop_gradient(self._latents(negatives, seeds[1]))
@@ -226,7 +276,21 @@ class ContrastiveDivergence(keras.Model):
 
     def train_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data
-        u, negatives, z_data, z_neg, acceptance, eta = self._phases(x, self.adapt_rate)
+        seeds = self._next_seeds(3)
+        if not self.prefetches_noise:
+            return self._report(*self._update(x, seeds))
+        noise = self._chain_noise(tf.shape(x)[0])
+        # XLA compiles everything but the noise draw (normal_noise says why); Keras runs this uncompiled.
+        update = self._compiled_update if self._jit_update and self._chain_rows(1) is None else self._update
+        return self._report(*update(x, seeds, noise))
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def _compiled_update(self, x, seeds, noise):
+        return self._update(x, seeds, noise)
+
+    def _update(self, x, seeds, noise=None):
+        """Negative phase, gradient and optimiser step: (loss, energies, acceptance, grad_norm)."""
+        u, negatives, z_data, z_neg, acceptance, eta = self._phases(x, self.adapt_rate, seeds, noise)
         weights = self.energy.trainable_weights
         with tf.GradientTape() as tape:
             loss = tf.reduce_mean(self.energy.joint(negatives, z_neg)) - tf.reduce_mean(self.energy.joint(u, z_data))
@@ -240,7 +304,7 @@ class ContrastiveDivergence(keras.Model):
         if self.persistent:
             self._keep_chains(negatives)
             self.chains_ready.assign(1.0)
-        return self._report(loss, energies, acceptance, grad_norm)
+        return loss, energies, acceptance, grad_norm
 
     def test_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data
