@@ -112,6 +112,110 @@ def test_negative_phase_samples_gaussian_when_V_is_zero(method):
     np.testing.assert_array_less(np.abs(samples.var(0) - sigma ** 2), 5 * sigma ** 2 * np.sqrt(2 / n))
 
 
+def test_standard_normal_noise_has_normal_moments_and_is_a_function_of_the_seed():
+    from scipy import stats
+
+    from energy_models.samplers.normal_noise import standard_normal
+
+    z = standard_normal([10, 256, 784], tf.constant([5, 9])).numpy()
+    n = z.size
+    flat = z.ravel().astype(np.float64)
+    # Standard errors: mean 1/sqrt(n), variance sqrt(2/n), fourth moment sqrt(96/n); 5 of each.
+    assert abs(flat.mean()) < 5 / np.sqrt(n)
+    assert abs(flat.var() - 1) < 5 * np.sqrt(2 / n)
+    assert abs(np.mean(flat ** 4) - 3) < 5 * np.sqrt(96 / n)
+    assert stats.kstest(flat[:200_000], "norm").pvalue > 1e-3
+    # The cos and sin halves of each Box-Muller pair are uncorrelated.
+    half = n // 2
+    assert abs(np.corrcoef(flat[:half], flat[half:])[0, 1]) < 5 / np.sqrt(half)
+    np.testing.assert_array_equal(standard_normal([10, 256, 784], tf.constant([5, 9])).numpy(), z)
+    assert not np.allclose(standard_normal([10, 256, 784], tf.constant([5, 10])).numpy(), z)
+    assert standard_normal([3, 5], tf.constant([1, 2])).shape == (3, 5)
+
+
+def test_langevin_sweep_is_tfp_uncalibrated_langevin():
+    # Without noise, a Langevin sweep draws z and then makes exactly tfp.mcmc.UncalibratedLangevin's move.
+    import tensorflow_probability as tfp
+
+    layer = DEMEnergy(5, 4, 0.7)
+    layer.build((None, 12))
+    for weight, value in zip(layer.weights, _layer(use_bias=False, seed=4).weights):
+        weight.assign(np.asarray(value, np.float32))
+    x = tf.constant(np.random.default_rng(5).normal(size=(7, 12)), tf.float32)
+    seed, eta = tf.constant([3, 8]), tf.constant(0.05)
+    swept, accept = dem_gibbs.gibbs_sweep(x, eta, seed, layer.latent_logits, layer.joint, "langevin")
+    z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    z = sample_latents(layer.latent_logits(x), z_seed)
+    kernel = tfp.mcmc.UncalibratedLangevin(lambda state: layer.joint(state, z), eta, compute_acceptance=False)
+    expected, _ = kernel.one_step(x, kernel.bootstrap_results(x), seed=x_seed)
+    np.testing.assert_allclose(swept.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(accept.numpy(), np.ones(7))
+    # The move with given noise: x + (eta / 2) grad f + sqrt(eta) eps.
+    eps = tf.constant(np.random.default_rng(6).normal(size=(7, 12)), tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        f = layer.joint(x, z)
+    moved = dem_gibbs.langevin_move(x, lambda state: layer.joint(state, z), eta, eps)
+    np.testing.assert_allclose(moved.numpy(), (x + 0.025 * tape.gradient(f, x) + np.sqrt(0.05) * eps).numpy(),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_training_noise_path_samples_the_langevin_gaussian_when_V_is_zero():
+    # The trainer's Langevin path (noise drawn by normal_noise and passed in) on the Gaussian
+    # N(mu, sigma^2 I), mu = sigma^2 b: x' - mu = (1 - a)(x - mu) + sqrt(eta) eps with a = eta / (2 sigma^2),
+    # whose stationary law is N(mu, sigma^2 / (1 - eta / (4 sigma^2)) I) (Langevin's bias, known exactly).
+    from energy_models.samplers.normal_noise import standard_normal
+
+    dim, sigma, n, eta = 16, 0.5, 4000, 0.1
+    energy = DEMEnergy(6, 5, sigma)
+    model = ContrastiveDivergence(energy, dim=dim, mcmc="langevin", mcmc_steps=10, step_size=eta, seed=3)
+    energy.V.assign(np.zeros((6, dim)))
+    b = np.linspace(-2, 2, dim).astype(np.float32)
+    energy.b.assign(b)
+    x = tf.zeros((n, dim))
+    for step in range(8):  # 80 sweeps; (1 - a)^80 = 1e-4 of the start's distance remains
+        seed = tf.constant([step, 1])
+        x, _, _ = model.negative_phase(x, seed, tf.constant(eta), 0.0, standard_normal([10, n, dim], seed))
+    samples = x.numpy()
+    variance = sigma ** 2 / (1 - eta / (4 * sigma ** 2))
+    np.testing.assert_array_less(np.abs(samples.mean(0) - sigma ** 2 * b), 5 * np.sqrt(variance / n))
+    np.testing.assert_array_less(np.abs(samples.var(0) - variance), 5 * variance * np.sqrt(2 / n))
+
+
+def test_prefetched_noise_gives_the_steps_of_fresh_draws():
+    # train_step uses the noise the previous step drew for it; a model that draws fresh noise every
+    # step (its buffer tag reset before each step) must end with the same parameters.
+    rng = np.random.default_rng(8)
+    batches = [tf.constant(rng.random((32, 20), dtype=np.float32)) for _ in range(4)]
+    import keras
+
+    models = []
+    for _ in range(2):
+        keras.utils.set_random_seed(1)
+        model = ContrastiveDivergence(DEMEnergy(5, 4, 1.0), dim=20, mcmc="langevin", mcmc_steps=3,
+                                      step_size=0.05, persistent=True, num_chains=32, seed=2)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)
+        models.append(model)
+    prefetched, fresh = models
+    assert prefetched.prefetches_noise and not prefetched.jit_compile  # the update alone is compiled
+    step_a, step_b = tf.function(prefetched.train_step), tf.function(fresh.train_step)
+    for batch in batches:
+        step_a(batch)
+        fresh._noise_step.assign(-1)
+        step_b(batch)
+    assert int(prefetched._noise_step.numpy()) == int(prefetched.seed_counter.numpy()) + 1
+    np.testing.assert_allclose(prefetched._noise_buffer.numpy(),
+                               prefetched._draw_noise(prefetched.seed_counter + 1, 32).numpy())
+    for a, b in zip(prefetched.energy.weights, fresh.energy.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    # The buffer is what the step uses: zeros in it (tag intact) change the next step.
+    prefetched._noise_buffer.assign(tf.zeros_like(prefetched._noise_buffer))
+    step_a(batches[0])
+    fresh._noise_step.assign(-1)
+    step_b(batches[0])
+    assert not np.allclose(prefetched.energy.V.numpy(), fresh.energy.V.numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_step_size_adaptation_moves_towards_target():
     eta = tf.constant(0.1)
     assert dem_gibbs.adapt_step_size(eta, tf.constant([0.9, 0.8]), 0.574, 0.01).numpy() == pytest.approx(0.101)
@@ -186,6 +290,7 @@ def test_nce_training_on_real_patches_exports_a_normalised_model(tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (["--sigma", "0"], "--sigma must be > 0"),
     (["--mcmc-steps", "0"], "--mcmc-steps must be a positive integer, got 0"),
+    (["--steps-per-execution", "0"], "--steps-per-execution must be a positive integer, got 0"),
     (["--nu", "0"], "--nu must be a positive integer, got 0"),
     (["--step-size", "-1"], "--step-size must be > 0, got -1"),
     (["--learning-rate", "0"], "--learning-rate must be > 0"),

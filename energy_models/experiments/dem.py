@@ -72,6 +72,9 @@ class DEMConfig:
     epochs: int = flag("passes over the training patches", default=10)
     batch_size: int = flag("patches per step (and persistent chains)", default=256)
     optimizer: str = flag("optimiser", default="adam", choices=("sgd", "rmsprop", "adam"))
+    steps_per_execution: int = flag("training steps per call of the compiled step (Keras's "
+                                    "steps_per_execution: less Python per step; progress bars and batch "
+                                    "callbacks then see every Nth step)", default=1)
     learning_rate: float = flag("learning rate", default=3e-2)
     sample_sweeps: int = flag("Gibbs sweeps of the samples drawn for figures and by the SavedModel's "
                                "sample()", default=100)
@@ -113,6 +116,7 @@ class DEMConfig:
             ("--latents", self.latents, self.latents >= 1, positive_int),
             ("--epochs", self.epochs, self.epochs >= 1, positive_int),
             ("--batch-size", self.batch_size, self.batch_size >= 1, positive_int),
+            ("--steps-per-execution", self.steps_per_execution, self.steps_per_execution >= 1, positive_int),
             ("--optimizer", self.optimizer, self.optimizer in ("sgd", "rmsprop", "adam"),
              "must be sgd, rmsprop or adam"),
             ("--learning-rate", self.learning_rate, _finite(self.learning_rate) and self.learning_rate > 0,
@@ -262,7 +266,8 @@ def build_model(config, train, whitening, gaussian=None):
                  "adam": keras.optimizers.Adam}[config.optimizer](config.learning_rate)
     # XLA compiles the step for one device only: a step that reads variables mirrored on other devices
     # fails ("tf.Variable on a different device", XLA known issues), so replicas run it uncompiled.
-    model.compile(optimizer=optimizer, jit_compile=tf.distribute.get_strategy().num_replicas_in_sync == 1)
+    model.compile(optimizer=optimizer, jit_compile=tf.distribute.get_strategy().num_replicas_in_sync == 1,
+                  steps_per_execution=config.steps_per_execution)
     return model
 
 
