@@ -4,8 +4,10 @@ Usage (from the project root):
     python -m bench.bench_dem --images ../shared/data/photos
     python -m bench.bench_dem --mcmc langevin --runs 5
 
-Each run is one `model.fit` epoch of `--batches` steps of CD-k (batch 256, k = 10 by default) under XLA,
-after a warm-up epoch that compiles the step. Reported: the median throughput in patches per second over
+Each run is one `model.fit` epoch of `--batches` steps of CD-k (batch 256, k = 10 by default; 195 steps,
+one epoch of 50,000 patches) at the trainer's settings (`dem.build_model`: XLA, and for Langevin the
+noise drawn outside XLA a step ahead) with `--steps-per-execution 5`, after a warm-up epoch that compiles
+the step. Reported: the median throughput in patches per second over
 the runs, the process's peak resident memory, and two floors measured in the same process:
 
     matmul floor  = FLOPs of one step / the machine's measured float32 matrix-multiply rate (XLA, the
@@ -13,8 +15,9 @@ the runs, the process's peak resident memory, and two floors measured in the sam
                     per sweep, the z draw and the x-move's gradient cost 2 (2 n D H + 2 n H K) FLOPs for
                     Langevin and one more gradient for MALA (its proposal's); the parameter gradient of
                     both phases adds 2 (2 n D H + 4 n H K);
-    noise floor   = standard normals a step draws (n D per sweep) / the measured rate of
-                    tf.random.stateless_normal under XLA, which tfp.mcmc kernels use for their noise.
+    noise floor   = standard normals a step draws (n D per sweep) / the measured rate of the generator
+                    the step uses (`normal_noise.standard_normal` for Langevin; for MALA and HMC
+                    tf.random.stateless_normal under XLA, which the tfp.mcmc kernels call).
 
 ratio_to_matmul_floor = measured / matmul-floor throughput (1 would be every cycle in matrix products).
 """
@@ -51,19 +54,26 @@ def matmul_rate(n=256, dim=784, hidden=64, reps=200):
     return _rate(lambda: run().numpy(), reps * 2 * n * dim * hidden)
 
 
-def normal_rate(n=256, dim=784, reps=20):
-    """Standard normals per second from tf.random.stateless_normal under XLA."""
+def normal_rate(sweeps=10, n=256, dim=784, mcmc="langevin"):
+    """Standard normals per second of the generator the step's x-moves use: for Langevin one
+    [sweeps, n, D] draw of `normal_noise.standard_normal` (outside XLA, as the step draws it); for the
+    tfp kernels tf.random.stateless_normal [n, D] draws under XLA."""
     import tensorflow as tf
 
-    @tf.function(jit_compile=True)
-    def run(seed):
-        acc = tf.zeros([n, dim])
-        for i in range(reps):
-            acc += tf.random.stateless_normal([n, dim], seed=tf.stack([seed, i]))
-        return acc
+    from energy_models.samplers import normal_noise
 
-    seed = tf.constant(1)
-    return _rate(lambda: run(seed).numpy(), reps * n * dim)
+    if mcmc == "langevin":
+        run = tf.function(lambda seed: tf.reduce_sum(normal_noise.standard_normal([sweeps, n, dim], seed)))
+    else:
+        @tf.function(jit_compile=True)
+        def run(seed):
+            acc = tf.zeros([n, dim])
+            for i in range(sweeps):
+                acc += tf.random.stateless_normal([n, dim], seed=tf.stack([seed[0], i]))
+            return tf.reduce_sum(acc)
+
+    seed = tf.constant([1, 2])
+    return _rate(lambda: run(seed).numpy(), sweeps * n * dim)
 
 
 def step_flops(n, dim, hidden, latents, sweeps, mcmc):
@@ -79,9 +89,12 @@ def main(argv=None):
     parser.add_argument("--mcmc", default="mala", choices=("langevin", "mala"))
     parser.add_argument("--mcmc-steps", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--batches", type=int, default=40, help="steps per timed run")
+    parser.add_argument("--batches", type=int, default=195,
+                        help="steps per timed run (195: one epoch of 50,000 patches)")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--whiten", default="none", choices=("none", "zca"))
+    parser.add_argument("--steps-per-execution", type=int, default=5,
+                        help="Keras steps_per_execution (train.dem --steps-per-execution)")
     args = parser.parse_args(argv)
 
     import keras
@@ -97,9 +110,15 @@ def main(argv=None):
     else:
         x = np.random.default_rng(0).random((n, 784), dtype=np.float32)
     config = dem.DEMConfig(whiten=args.whiten, mcmc=args.mcmc, mcmc_steps=args.mcmc_steps,
-                           batch_size=args.batch_size).resolve()
+                           batch_size=args.batch_size, steps_per_execution=args.steps_per_execution).resolve()
     model = dem.build_model(config, x, dem.make_whitening(config, x, None))
     data = tf.data.Dataset.from_tensor_slices(x).batch(args.batch_size, drop_remainder=True).cache()
+    # With tf.data's defaults some timed runs (1 to 2 of 6) ran at a fixed 4,878 patches/s with one core
+    # idle; with autotuning off and a one-thread pool for this in-memory pipeline none of 16 did.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    options.threading.private_threadpool_size = 1
+    data = data.with_options(options)
     start = time.perf_counter()
     model.fit(data, epochs=1, verbose=0, shuffle=False)
     compile_seconds = time.perf_counter() - start
@@ -111,17 +130,18 @@ def main(argv=None):
     measured = statistics.median(rates)
     flops = step_flops(args.batch_size, 784, 64, 64, args.mcmc_steps, args.mcmc)
     mm = matmul_rate()
-    normals = normal_rate()
+    normals = normal_rate(args.mcmc_steps, args.batch_size, 784, args.mcmc)
     matmul_floor = mm / flops * args.batch_size
     noise_floor = normals / (args.mcmc_steps * 784)
     result = {"mcmc": args.mcmc, "mcmc_steps": args.mcmc_steps, "batch_size": args.batch_size,
+              "steps_per_execution": args.steps_per_execution, "batches": args.batches,
               "whiten": args.whiten, "patches_per_second_median": round(measured),
               "patches_per_second_runs": [round(r) for r in rates],
               "first_epoch_seconds_with_compilation": round(compile_seconds, 1),
               "step_mflops": round(flops / 1e6, 1), "matmul_gflops": round(mm / 1e9, 1),
               "matmul_floor_patches_per_second": round(matmul_floor),
               "ratio_to_matmul_floor": round(measured / matmul_floor, 3),
-              "normals_per_second_xla": round(normals), "noise_floor_patches_per_second": round(noise_floor),
+              "normals_per_second": round(normals), "noise_floor_patches_per_second": round(noise_floor),
               "peak_rss_mb": round(peak_rss_mb()),
               "keras": keras.__version__, "tensorflow": tf.__version__}
     print(json.dumps(result))
