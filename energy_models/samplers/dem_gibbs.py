@@ -12,9 +12,9 @@ Gaussian (g(x) = s(V x) is non-linear), hence a gradient-based move:
     langevin  x' = x + (eta / 2) grad f + sqrt(eta) eps, eps ~ N(0, I), no accept/reject (biased for
               finite eta; every proposal is accepted, acceptance reported 1). This is the move of
               tfp.mcmc.UncalibratedLangevin, written out (`langevin_move`) so that the caller can pass
-              eps in: the trainer draws the noise of all its sweeps at once, outside XLA
-              (`normal_noise`), where it costs half as much. Without eps it draws exactly what tfp's
-              kernel draws from the same seed, and gives the kernel's x' (tested);
+              eps in: the trainer draws the noise of all its sweeps at once, outside XLA and a step
+              ahead, beside the compiled update (`normal_noise`). Without eps it draws exactly what
+              tfp's kernel draws from the same seed, and gives the kernel's x' (tested);
     mala      tfp.mcmc.MetropolisAdjustedLangevinAlgorithm: the same proposal, Metropolis-corrected;
     hmc       tfp.mcmc.HamiltonianMonteCarlo with `leapfrog_steps` leapfrog steps of size eta.
 

@@ -6,7 +6,7 @@ For independent U_1, U_2 ~ Uniform[0, 1),
 
 exactly (Box and Muller, 1958): R^2 / 2 is Exp(1) and theta is uniform and independent of it, which is the
 polar form of two independent standard normals. numpy's float32 uniforms have 24 random bits, so the
-largest |draw| is sqrt(2 * 24 log 2) = 5.77 (tf.random.stateless_normal's float32 draws stop at 5.65).
+largest |draw| is sqrt(2 * 24 log 2) = 5.77.
 
 Why not tf.random.stateless_normal: a CD-10 step of the deep energy model on batch 256 draws
 10 x 256 x 784 = 2.0 M normals, the largest cost of the step. Measured on the 2-core benchmark machine
