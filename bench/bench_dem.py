@@ -16,8 +16,7 @@ the runs, the process's peak resident memory, and two floors measured in the sam
                     Langevin and one more gradient for MALA (its proposal's); the parameter gradient of
                     both phases adds 2 (2 n D H + 4 n H K);
     noise floor   = standard normals a step draws (n D per sweep) / the measured rate of the generator
-                    the step uses (`normal_noise.standard_normal` for Langevin; for MALA and HMC
-                    tf.random.stateless_normal under XLA, which the tfp.mcmc kernels call).
+                    the step uses (`normal_noise.standard_normal` for Langevin and MALA).
 
 ratio_to_matmul_floor = measured / matmul-floor throughput (1 would be every cycle in matrix products).
 """
@@ -55,14 +54,14 @@ def matmul_rate(n=256, dim=784, hidden=64, reps=200):
 
 
 def normal_rate(sweeps=10, n=256, dim=784, mcmc="langevin"):
-    """Standard normals per second of the generator the step's x-moves use: for Langevin one
-    [sweeps, n, D] draw of `normal_noise.standard_normal` (outside XLA, as the step draws it); for the
-    tfp kernels tf.random.stateless_normal [n, D] draws under XLA."""
+    """Standard normals per second of the generator the step's x-moves use: for Langevin and MALA one
+    [sweeps, n, D] draw of `normal_noise.standard_normal` (outside XLA, as the step draws it); for HMC's
+    tfp kernel tf.random.stateless_normal [n, D] draws under XLA."""
     import tensorflow as tf
 
     from energy_models.samplers import normal_noise
 
-    if mcmc == "langevin":
+    if mcmc in ("langevin", "mala"):
         run = tf.function(lambda seed: tf.reduce_sum(normal_noise.standard_normal([sweeps, n, dim], seed)))
     else:
         @tf.function(jit_compile=True)

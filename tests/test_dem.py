@@ -160,29 +160,56 @@ def test_langevin_sweep_is_tfp_uncalibrated_langevin():
                                rtol=1e-6, atol=1e-6)
 
 
-def test_training_noise_path_samples_the_langevin_gaussian_when_V_is_zero():
-    # The trainer's Langevin path (noise drawn by normal_noise and passed in) on the Gaussian
-    # N(mu, sigma^2 I), mu = sigma^2 b: x' - mu = (1 - a)(x - mu) + sqrt(eta) eps with a = eta / (2 sigma^2),
-    # whose stationary law is N(mu, sigma^2 / (1 - eta / (4 sigma^2)) I) (Langevin's bias, known exactly).
+def test_mala_sweep_is_tfp_mala():
+    # Without noise, a MALA sweep draws z and then makes exactly tfp's MALA move; the acceptance
+    # probability is min(1, exp(tfp's log accept ratio)).
+    import tensorflow_probability as tfp
+
+    layer = DEMEnergy(5, 4, 0.7)
+    layer.build((None, 12))
+    for weight, value in zip(layer.weights, _layer(use_bias=False, seed=4).weights):
+        weight.assign(np.asarray(value, np.float32))
+    x = tf.constant(np.random.default_rng(5).normal(size=(400, 12)), tf.float32)
+    for eta in (0.05, 0.6):  # nearly all accepted, about half
+        seed, step = tf.constant([3, 8]), tf.constant(eta)
+        swept, accept = dem_gibbs.gibbs_sweep(x, step, seed, layer.latent_logits, layer.joint, "mala")
+        z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        z = sample_latents(layer.latent_logits(x), z_seed)
+        kernel = tfp.mcmc.MetropolisAdjustedLangevinAlgorithm(lambda state: layer.joint(state, z), step)
+        expected, results = kernel.one_step(x, kernel.bootstrap_results(x), seed=x_seed)
+        np.testing.assert_allclose(swept.numpy(), expected.numpy(), rtol=1e-6, atol=1e-6)
+        expected_accept = np.exp(np.minimum(results.log_accept_ratio.numpy(), 0.0))
+        np.testing.assert_allclose(accept.numpy(), expected_accept, atol=1e-4)
+        if eta == 0.6:  # rejections happen, so the accept/reject decision was compared too
+            assert 0.05 < np.any(swept.numpy() != x.numpy(), axis=1).mean() < 0.95
+
+
+@pytest.mark.parametrize("method", ["langevin", "mala"])
+def test_training_noise_path_samples_the_gaussian_when_V_is_zero(method):
+    # The trainer's path (noise drawn by normal_noise and passed in) on the Gaussian N(mu, sigma^2 I),
+    # mu = sigma^2 b. Langevin: x' - mu = (1 - a)(x - mu) + sqrt(eta) eps with a = eta / (2 sigma^2), whose
+    # stationary law is N(mu, sigma^2 / (1 - eta / (4 sigma^2)) I) (its bias, known exactly); MALA's is
+    # the target itself.
     from energy_models.samplers.normal_noise import standard_normal
 
     dim, sigma, n, eta = 16, 0.5, 4000, 0.1
     energy = DEMEnergy(6, 5, sigma)
-    model = ContrastiveDivergence(energy, dim=dim, mcmc="langevin", mcmc_steps=10, step_size=eta, seed=3)
+    model = ContrastiveDivergence(energy, dim=dim, mcmc=method, mcmc_steps=10, step_size=eta, seed=3)
     energy.V.assign(np.zeros((6, dim)))
     b = np.linspace(-2, 2, dim).astype(np.float32)
     energy.b.assign(b)
     x = tf.zeros((n, dim))
-    for step in range(8):  # 80 sweeps; (1 - a)^80 = 1e-4 of the start's distance remains
+    for step in range(8):  # 80 sweeps; for Langevin (1 - a)^80 = 1e-4 of the start's distance remains
         seed = tf.constant([step, 1])
         x, _, _ = model.negative_phase(x, seed, tf.constant(eta), 0.0, standard_normal([10, n, dim], seed))
     samples = x.numpy()
-    variance = sigma ** 2 / (1 - eta / (4 * sigma ** 2))
+    variance = sigma ** 2 / (1 - eta / (4 * sigma ** 2)) if method == "langevin" else sigma ** 2
     np.testing.assert_array_less(np.abs(samples.mean(0) - sigma ** 2 * b), 5 * np.sqrt(variance / n))
     np.testing.assert_array_less(np.abs(samples.var(0) - variance), 5 * variance * np.sqrt(2 / n))
 
 
-def test_prefetched_noise_gives_the_steps_of_fresh_draws():
+@pytest.mark.parametrize("method", ["langevin", "mala"])
+def test_prefetched_noise_gives_the_steps_of_fresh_draws(method):
     # train_step uses the noise the previous step drew for it; a model that draws fresh noise every
     # step (its buffer tag reset before each step) must end with the same parameters.
     rng = np.random.default_rng(8)
@@ -192,7 +219,7 @@ def test_prefetched_noise_gives_the_steps_of_fresh_draws():
     models = []
     for _ in range(2):
         keras.utils.set_random_seed(1)
-        model = ContrastiveDivergence(DEMEnergy(5, 4, 1.0), dim=20, mcmc="langevin", mcmc_steps=3,
+        model = ContrastiveDivergence(DEMEnergy(5, 4, 1.0), dim=20, mcmc=method, mcmc_steps=3,
                                       step_size=0.05, persistent=True, num_chains=32, seed=2)
         model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)
         models.append(model)

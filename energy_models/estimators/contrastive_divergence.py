@@ -45,7 +45,7 @@ from energy_models.samplers import dem_gibbs, normal_noise
 from energy_models.seeding import replica_seed
 
 Z_SAMPLING = ("gibbs", "mean")
-# Folded into (seed, counter) for the Langevin noise, a stream apart from the step's split seeds.
+# Folded into (seed, counter) for the Langevin/MALA noise, a stream apart from the step's split seeds.
 _NOISE_STREAM = 0x4E015E
 METRIC_NAMES = ("loss", "energy_data", "energy_negatives", "acceptance", "grad_norm", "step_size")
 
@@ -128,12 +128,13 @@ class ContrastiveDivergence(keras.Model):
 
     @property
     def prefetches_noise(self):
-        """Whether train_step draws the Langevin noise outside XLA, a step ahead (Langevin CD only)."""
-        return self.mcmc == "langevin" and type(self).train_step is ContrastiveDivergence.train_step
+        """Whether train_step draws the x-moves' Gaussian noise outside XLA, a step ahead (CD with
+        Langevin or MALA; HMC's tfp kernel draws its own momenta)."""
+        return self.mcmc in dem_gibbs.NOISE_METHODS and type(self).train_step is ContrastiveDivergence.train_step
 
     def compile(self, *args, jit_compile="auto", **kwargs):
-        """`keras.Model.compile`; with Langevin moves, `jit_compile=True` compiles the step's update with
-        XLA while Keras runs the step itself uncompiled, so that the step's noise is drawn outside XLA."""
+        """`keras.Model.compile`; with Langevin or MALA moves, `jit_compile=True` compiles the step's
+        update with XLA while Keras runs the step itself uncompiled, so that its noise is drawn outside XLA."""
         self._jit_update = jit_compile is True
         if self.prefetches_noise:
             jit_compile = False
@@ -219,7 +220,7 @@ class ContrastiveDivergence(keras.Model):
 
     def negative_phase(self, start, seed, step_size, adapt_rate, noise=None):
         """`mcmc_steps` Gibbs sweeps from `start` (model space): (negatives, acceptance, final eta).
-        `noise`: Langevin only, eps of every sweep [mcmc_steps, n, D] (None: drawn in the sweeps)."""
+        `noise`: Langevin or MALA, eps of every sweep [mcmc_steps, n, D] (None: drawn in the sweeps)."""
         return dem_gibbs.run_chains(start, step_size, seed, self.mcmc_steps, self.energy.latent_logits,
                                     self.energy.joint, self.mcmc, self.leapfrog_steps, adapt_rate, noise=noise)
 
@@ -230,7 +231,7 @@ class ContrastiveDivergence(keras.Model):
         return normal_noise.standard_normal(tf.stack([self.mcmc_steps, n, self.dim]), seed)
 
     def _chain_noise(self, n):
-        """This step's Langevin noise, from the buffer when the previous step drew it, and the next
+        """This step's Langevin or MALA noise, from the buffer when the previous step drew it, and the next
         step's draw into the buffer.
 
         The draw is 2.0 M normals for CD-10 on batch 256, the largest cost of the step. The draw for the

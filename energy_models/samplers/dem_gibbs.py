@@ -15,7 +15,9 @@ Gaussian (g(x) = s(V x) is non-linear), hence a gradient-based move:
               eps in: the trainer draws the noise of all its sweeps at once, outside XLA and a step
               ahead, beside the compiled update (`normal_noise`). Without eps it draws exactly what
               tfp's kernel draws from the same seed, and gives the kernel's x' (tested);
-    mala      tfp.mcmc.MetropolisAdjustedLangevinAlgorithm: the same proposal, Metropolis-corrected;
+    mala      tfp.mcmc.MetropolisAdjustedLangevinAlgorithm: the same proposal, Metropolis-corrected,
+              also written out (`mala_move`, equal to tfp's kernel for its own draws, tested) so that
+              the trainer can pass eps in;
     hmc       tfp.mcmc.HamiltonianMonteCarlo with `leapfrog_steps` leapfrog steps of size eta.
 
 eta is `step_size` (for Langevin and MALA it is the variance of the injected noise, tfp's convention).
@@ -40,6 +42,8 @@ import tensorflow as tf
 from energy_models.layers.dem_energy import sample_latents
 
 METHODS = ("langevin", "mala", "hmc")
+# The moves that take their Gaussian noise as an argument (`langevin_move`, `mala_move`).
+NOISE_METHODS = ("langevin", "mala")
 # Optimal acceptance rates in high dimension: MALA 0.574 (Roberts and Rosenthal, 1998), HMC 0.651
 # (Beskos et al., 2013).
 TARGET_ACCEPTANCE = {"mala": 0.574, "hmc": 0.651}
@@ -79,6 +83,52 @@ def tfp_langevin_noise(x, seed):
     return tf.random.stateless_normal(tf.shape(x), seed=part_seed, dtype=x.dtype)
 
 
+def _row_sum_of_squares(a):
+    """sum_j a_ij^2 as a product with a vector of ones: XLA's CPU row reduction was several times slower
+    (energy_models/export_dem.py)."""
+    return tf.matmul(tf.square(a), tf.ones([a.shape[-1], 1], a.dtype))[:, 0]
+
+
+def mala_move(x, target_log_prob_fn, step_size, noise, uniform):
+    """One Metropolis-adjusted Langevin move per row of x [n, D], with its randomness given:
+
+        x*  = x + (eta / 2) grad log pi(x) + sqrt(eta) eps,                       eps = `noise`,
+        log r = log pi(x*) - log pi(x) + log q(x | x*) - log q(x* | x),
+        q(b | a) = N(b; a + (eta / 2) grad log pi(a), eta I),  so  log q(x* | x) = -||eps||^2 / 2 + const,
+        x' = x* if U < r else x,                                                   U = `uniform` [n].
+
+    This is tfp.mcmc.MetropolisAdjustedLangevinAlgorithm's move (MetropolisHastings around
+    UncalibratedLangevin, volatility 1). Returns (x', min(1, r) [n], 0 where log r is not finite).
+    """
+    def value_and_grad(state):
+        with tf.GradientTape() as tape:
+            tape.watch(state)
+            value = target_log_prob_fn(state)
+        return value, tape.gradient(value, state)
+
+    log_p, grad = value_and_grad(x)
+    proposal = x + 0.5 * step_size * grad + tf.sqrt(step_size) * noise
+    log_p_proposal, grad_proposal = value_and_grad(proposal)
+    backward = x - proposal - 0.5 * step_size * grad_proposal
+    log_ratio = (log_p_proposal - log_p - 0.5 * _row_sum_of_squares(backward) / step_size
+                 + 0.5 * _row_sum_of_squares(noise))
+    # A NaN or -inf ratio (a proposal into overflow) is a rejection, as in tfp's Metropolis-Hastings.
+    finite = tf.math.is_finite(log_ratio)
+    accepted = tf.logical_and(finite, tf.math.log(uniform) < log_ratio)
+    x_new = tf.where(accepted[:, None], proposal, x)
+    return x_new, tf.where(finite, tf.exp(tf.minimum(log_ratio, 0.0)), tf.zeros_like(log_ratio))
+
+
+def tfp_mala_draws(x, seed):
+    """(eps [n, D], U [n]): the draws tfp.mcmc.MetropolisAdjustedLangevinAlgorithm.one_step(x, ..., seed)
+    makes for a single-part state (MetropolisHastings splits the seed into the proposal's and U's)."""
+    import tensorflow_probability as tfp
+
+    proposal_seed, acceptance_seed = tf.unstack(tfp.random.split_seed(seed))
+    uniform = tf.random.stateless_uniform(tf.shape(x)[:1], seed=acceptance_seed, dtype=x.dtype)
+    return tfp_langevin_noise(x, proposal_seed), uniform
+
+
 def gibbs_sweep(x, step_size, seed, logits_fn, joint_fn, method, leapfrog_steps=5, noise=None):
     """One sweep z ~ p(z | x), x' ~ K_z(x, .).
 
@@ -90,17 +140,25 @@ def gibbs_sweep(x, step_size, seed, logits_fn, joint_fn, method, leapfrog_steps=
         joint_fn: (x, z) -> f(x, z) [n].
         method: "langevin", "mala" or "hmc".
         leapfrog_steps: HMC only.
-        noise: Langevin only: eps [n, D] of the x-move; None draws tfp's kernel's eps from the seed.
+        noise: Langevin and MALA: eps [n, D] of the x-move; None draws tfp's kernel's eps (and, for
+            MALA, its U) from the seed. Given eps, MALA draws U from the seed itself.
 
     Returns:
         (x' [n, D], acceptance probability min(1, exp(log accept ratio)) [n]; ones for Langevin).
     """
     z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     z = sample_latents(logits_fn(x), z_seed)
+    target = lambda state: joint_fn(state, z)  # noqa: E731
     if method == "langevin":
         noise = tfp_langevin_noise(x, x_seed) if noise is None else noise
-        x_new = langevin_move(x, lambda state: joint_fn(state, z), tf.cast(step_size, x.dtype), noise)
+        x_new = langevin_move(x, target, tf.cast(step_size, x.dtype), noise)
         return x_new, tf.ones(tf.shape(x)[:1], x.dtype)
+    if method == "mala":
+        if noise is None:
+            noise, uniform = tfp_mala_draws(x, x_seed)
+        else:
+            uniform = tf.random.stateless_uniform(tf.shape(x)[:1], seed=x_seed, dtype=x.dtype)
+        return mala_move(x, target, tf.cast(step_size, x.dtype), noise, uniform)
     kernel = make_kernel(method, lambda state: joint_fn(state, z), step_size, leapfrog_steps)
     x_new, results = kernel.one_step(x, kernel.bootstrap_results(x), seed=x_seed)
     log_ratio = results.log_accept_ratio
@@ -127,7 +185,8 @@ def run_chains(x, step_size, seed, num_sweeps, logits_fn, joint_fn, method, leap
         target_acceptance: defaults to TARGET_ACCEPTANCE[method].
         unroll: Python loop (short chains in training; lets XLA share work between sweeps) or
             tf.while_loop (long chains when sampling).
-        noise: Langevin with unroll only: eps of every sweep [num_sweeps, n, D] (None: drawn per sweep).
+        noise: Langevin or MALA with unroll only: eps of every sweep [num_sweeps, n, D] (None: drawn
+            per sweep).
 
     Returns:
         (x after the sweeps, mean acceptance probability over sweeps and chains, final eta).
@@ -143,8 +202,8 @@ def run_chains(x, step_size, seed, num_sweeps, logits_fn, joint_fn, method, leap
             eta = adapt_step_size(eta, accept, target, adapt_rate)
         return t + 1, x, eta, accept_sum + tf.reduce_mean(accept), seeds
 
-    if noise is not None and (not unroll or method != "langevin"):
-        raise ValueError("noise is only taken by unrolled Langevin sweeps")
+    if noise is not None and (not unroll or method not in NOISE_METHODS):
+        raise ValueError("noise is only taken by unrolled Langevin and MALA sweeps")
     if unroll:
         seeds = tf.random.experimental.stateless_split(seed, num_sweeps)
         state = (0, x, step_size, tf.zeros([], x.dtype), seeds)
