@@ -133,15 +133,20 @@ def test_standard_normal_noise_has_normal_moments_and_is_a_function_of_the_seed(
     assert standard_normal([3, 5], tf.constant([1, 2])).shape == (3, 5)
 
 
-def test_langevin_sweep_is_tfp_uncalibrated_langevin():
-    # Without noise, a Langevin sweep draws z and then makes exactly tfp.mcmc.UncalibratedLangevin's move.
-    import tensorflow_probability as tfp
-
+def _float32_layer_and_states(n):
+    """A float32 layer with _layer's bias-free weights (tfp's kernels draw float32 noise) and n states."""
     layer = DEMEnergy(5, 4, 0.7)
     layer.build((None, 12))
     for weight, value in zip(layer.weights, _layer(use_bias=False, seed=4).weights):
         weight.assign(np.asarray(value, np.float32))
-    x = tf.constant(np.random.default_rng(5).normal(size=(7, 12)), tf.float32)
+    return layer, tf.constant(np.random.default_rng(5).normal(size=(n, 12)), tf.float32)
+
+
+def test_langevin_sweep_is_tfp_uncalibrated_langevin():
+    # Without noise, a Langevin sweep draws z and then makes exactly tfp.mcmc.UncalibratedLangevin's move.
+    import tensorflow_probability as tfp
+
+    layer, x = _float32_layer_and_states(7)
     seed, eta = tf.constant([3, 8]), tf.constant(0.05)
     swept, accept = dem_gibbs.gibbs_sweep(x, eta, seed, layer.latent_logits, layer.joint, "langevin")
     z_seed, x_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
@@ -165,11 +170,7 @@ def test_mala_sweep_is_tfp_mala():
     # probability is min(1, exp(tfp's log accept ratio)).
     import tensorflow_probability as tfp
 
-    layer = DEMEnergy(5, 4, 0.7)
-    layer.build((None, 12))
-    for weight, value in zip(layer.weights, _layer(use_bias=False, seed=4).weights):
-        weight.assign(np.asarray(value, np.float32))
-    x = tf.constant(np.random.default_rng(5).normal(size=(400, 12)), tf.float32)
+    layer, x = _float32_layer_and_states(400)
     for eta in (0.05, 0.6):  # nearly all accepted, about half
         seed, step = tf.constant([3, 8]), tf.constant(eta)
         swept, accept = dem_gibbs.gibbs_sweep(x, step, seed, layer.latent_logits, layer.joint, "mala")
