@@ -115,16 +115,14 @@ class DEMModule(tf.Module):
         u = A (x - m) (u = x for a raw model).
 
         V u + d and b^T u come from one product u [V; b]^T. The two row sums, ||u||^2 and the softplus
-        sum, are products with a vector of ones: XLA's CPU code for a row reduction ran at about 4 GB/s
-        here, its dot with ones at several times that (bench/bench_score.py).
+        sum, are products with a vector of ones (`dem_energy.row_sum` says why).
         """
         u = self._whiten(x)
         h = tf.matmul(u, self._Vb_t) + self._db
         hidden = h.shape[-1] - 1
         logits = tf.matmul(dem_energy.sigmoid(h[:, :hidden]), self._W, transpose_b=True) + self._c
-        row_sum = lambda a: tf.matmul(a, tf.ones([a.shape[-1], 1], a.dtype))[:, 0]  # noqa: E731
-        return (-0.5 / self._sigma ** 2 * row_sum(tf.square(u)) + h[:, hidden]
-                + row_sum(dem_energy.softplus(logits)) + self._log_det)
+        return (-0.5 / self._sigma ** 2 * dem_energy.row_sum(tf.square(u)) + h[:, hidden]
+                + dem_energy.row_sum(dem_energy.softplus(logits)) + self._log_det)
 
     def _sample(self, n, seed):
         start_seed, chain_seed = tf.unstack(tf.random.experimental.stateless_split(tf.stack([seed, 0]), 2))

@@ -55,7 +55,7 @@ class DEMConfig:
     method: str = flag("training method: cd (contrastive divergence) or nce (noise-contrastive estimation "
                         "against the fitted Gaussian; also learns log Z)", default="cd", choices=METHODS)
     nu: int = flag("nce: noise draws per data patch", default=1)
-    mcmc: str = flag("x-move of the Gibbs sweeps: langevin, mala or hmc (tfp.mcmc kernels)",
+    mcmc: str = flag("x-move of the Gibbs sweeps: langevin, mala or hmc (tfp.mcmc's moves)",
                       default="mala", choices=("langevin", "mala", "hmc"))
     mcmc_steps: int = flag("Gibbs sweeps per training step (k of CD-k)", default=10)
     step_size: float = flag("initial MCMC step size eta (Langevin/MALA: noise variance; HMC: leapfrog "

@@ -39,7 +39,7 @@ products of experts by minimizing contrastive divergence", Neural Computation (2
 
 import tensorflow as tf
 
-from energy_models.layers.dem_energy import sample_latents
+from energy_models.layers.dem_energy import row_sum, sample_latents
 
 METHODS = ("langevin", "mala", "hmc")
 # The moves that take their Gaussian noise as an argument (`langevin_move`, `mala_move`).
@@ -47,20 +47,6 @@ NOISE_METHODS = ("langevin", "mala")
 # Optimal acceptance rates in high dimension: MALA 0.574 (Roberts and Rosenthal, 1998), HMC 0.651
 # (Beskos et al., 2013).
 TARGET_ACCEPTANCE = {"mala": 0.574, "hmc": 0.651}
-
-
-def make_kernel(method, target_log_prob_fn, step_size, leapfrog_steps=5):
-    """The tfp.mcmc kernel named by `method` ("langevin", "mala" or "hmc") for one target."""
-    import tensorflow_probability as tfp
-
-    if method == "langevin":
-        return tfp.mcmc.UncalibratedLangevin(target_log_prob_fn, step_size, compute_acceptance=False)
-    if method == "mala":
-        return tfp.mcmc.MetropolisAdjustedLangevinAlgorithm(target_log_prob_fn, step_size)
-    if method == "hmc":
-        return tfp.mcmc.HamiltonianMonteCarlo(target_log_prob_fn, step_size,
-                                              num_leapfrog_steps=leapfrog_steps)
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
 def langevin_move(x, target_log_prob_fn, step_size, noise):
@@ -81,12 +67,6 @@ def tfp_langevin_noise(x, seed):
 
     part_seed = tfp.random.split_seed(seed, n=1, salt="langevin.one_step")[0]
     return tf.random.stateless_normal(tf.shape(x), seed=part_seed, dtype=x.dtype)
-
-
-def _row_sum_of_squares(a):
-    """sum_j a_ij^2 as a product with a vector of ones: XLA's CPU row reduction was several times slower
-    (energy_models/export_dem.py)."""
-    return tf.matmul(tf.square(a), tf.ones([a.shape[-1], 1], a.dtype))[:, 0]
 
 
 def mala_move(x, target_log_prob_fn, step_size, noise, uniform):
@@ -110,8 +90,8 @@ def mala_move(x, target_log_prob_fn, step_size, noise, uniform):
     proposal = x + 0.5 * step_size * grad + tf.sqrt(step_size) * noise
     log_p_proposal, grad_proposal = value_and_grad(proposal)
     backward = x - proposal - 0.5 * step_size * grad_proposal
-    log_ratio = (log_p_proposal - log_p - 0.5 * _row_sum_of_squares(backward) / step_size
-                 + 0.5 * _row_sum_of_squares(noise))
+    log_ratio = (log_p_proposal - log_p - 0.5 * row_sum(tf.square(backward)) / step_size
+                 + 0.5 * row_sum(tf.square(noise)))
     # A NaN or -inf ratio (a proposal into overflow) is a rejection, as in tfp's Metropolis-Hastings.
     finite = tf.math.is_finite(log_ratio)
     accepted = tf.logical_and(finite, tf.math.log(uniform) < log_ratio)
@@ -159,7 +139,11 @@ def gibbs_sweep(x, step_size, seed, logits_fn, joint_fn, method, leapfrog_steps=
         else:
             uniform = tf.random.stateless_uniform(tf.shape(x)[:1], seed=x_seed, dtype=x.dtype)
         return mala_move(x, target, tf.cast(step_size, x.dtype), noise, uniform)
-    kernel = make_kernel(method, lambda state: joint_fn(state, z), step_size, leapfrog_steps)
+    if method != "hmc":
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    import tensorflow_probability as tfp
+
+    kernel = tfp.mcmc.HamiltonianMonteCarlo(target, step_size, num_leapfrog_steps=leapfrog_steps)
     x_new, results = kernel.one_step(x, kernel.bootstrap_results(x), seed=x_seed)
     log_ratio = results.log_accept_ratio
     # A NaN or -inf ratio (a proposal into overflow) is a rejection, as in tfp's Metropolis-Hastings.
