@@ -269,8 +269,11 @@ class ContrastiveDivergence(keras.Model):
         return -tf.reduce_mean(self.energy(u)) - log_det, -tf.reduce_mean(self.energy(negatives)) - log_det
 
     def _report(self, loss, energies, acceptance, grad_norm):
-        values = {"loss": loss, "energy_data": energies[0], "energy_negatives": energies[1],
-                  "acceptance": acceptance, "grad_norm": grad_norm, "step_size": self.step_size}
+        return self._track({"loss": loss, "energy_data": energies[0], "energy_negatives": energies[1],
+                            "acceptance": acceptance, "grad_norm": grad_norm, "step_size": self.step_size})
+
+    def _track(self, values):
+        """Adds this step's values to the running means; returns the logs of every tracker."""
         for name, value in values.items():
             self.trackers[name].update_state(value)
         return step_logs({name: tracker.result() for name, tracker in self.trackers.items()})

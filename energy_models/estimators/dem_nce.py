@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from energy_models.distribute import replica_share, step_logs
+from energy_models.distribute import replica_share
 from energy_models.estimators.contrastive_divergence import ContrastiveDivergence
 from energy_models.estimators.nce import nce_loss
 
@@ -104,12 +104,9 @@ class DEMNoiseContrastive(ContrastiveDivergence):
         return loss, log_p_x, log_p_y, accuracy
 
     def _report_nce(self, loss, log_p_x, log_p_y, accuracy, grad_norm):
-        values = {"loss": loss, "energy_data": -tf.reduce_mean(log_p_x),
-                  "energy_negatives": -tf.reduce_mean(log_p_y), "log_z": -self.c, "accuracy": accuracy,
-                  "grad_norm": grad_norm}
-        for name, value in values.items():
-            self.trackers[name].update_state(value)
-        return step_logs({name: tracker.result() for name, tracker in self.trackers.items()})
+        return self._track({"loss": loss, "energy_data": -tf.reduce_mean(log_p_x),
+                            "energy_negatives": -tf.reduce_mean(log_p_y), "log_z": -self.c,
+                            "accuracy": accuracy, "grad_norm": grad_norm})
 
     def train_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data
