@@ -170,7 +170,11 @@ class FittedGaussian:
                             "Gaussian needs square patches (cut them with python -m train.dem --images)")
         pattern = grid_lib.grid_pattern(side, side, neighbourhood)
         precision = fit_grid_mle(cov + GAUSSIAN_RIDGE * np.eye(len(mean)), pattern).precision
-        return cls(mean, np.linalg.inv(precision))
+        gaussian = cls(mean, np.linalg.inv(precision))
+        # The fitted precision itself, into `precision`'s cache: inverting the covariance back would
+        # cost another inversion and blur the grid's zeros by rounding.
+        gaussian.__dict__["precision"] = precision
+        return gaussian
 
     # Cached: train.dem asks for them once per sample/log_prob call and for the whitening, noise and export.
     @functools.cached_property
@@ -183,6 +187,17 @@ class FittedGaussian:
         """Lambda = Sigma^-1."""
         return np.linalg.inv(self.covariance)
 
+    @functools.cached_property
+    def precision_cholesky(self):
+        """Lower L with Lambda = L L^T (the `--whiten gaussian` whitening W = L^T and the NCE noise).
+
+        Raises:
+            NotPositiveDefiniteError: Lambda is not positive definite.
+        """
+        from energy_models.gaussian import checked_cholesky
+
+        return checked_cholesky(self.precision)
+
     def sample(self, n, seed):
         eps = np.random.default_rng(seed).standard_normal((n, len(self.mean)))
         return (self.mean + eps @ self.cholesky.T).astype(np.float32)
@@ -193,18 +208,17 @@ class FittedGaussian:
         return -0.5 * np.sum(a * a, axis=0) - np.sum(np.log(np.diag(chol))) - 0.5 * len(self.mean) * np.log(2 * np.pi)
 
 
-def gaussian_whitening(mean, precision):
-    """`LinearWhitening` W = L^T from a Gaussian's precision Lambda = L L^T.
+def gaussian_whitening(gaussian):
+    """`LinearWhitening` W = L^T from a `FittedGaussian`'s precision Lambda = L L^T.
 
     `--whiten gaussian` passes the fitted grid Gaussian, so u = L^T (x - m) maps its samples to N(0, I).
 
     Raises:
         NotPositiveDefiniteError: Lambda is not positive definite.
     """
-    from energy_models.gaussian import checked_cholesky
     from energy_models.whitening import LinearWhitening
 
-    return LinearWhitening.from_precision_cholesky(mean, checked_cholesky(precision), name="whitening")
+    return LinearWhitening.from_precision_cholesky(gaussian.mean, gaussian.precision_cholesky, name="whitening")
 
 
 def make_whitening(config, train, gaussian):
@@ -216,7 +230,7 @@ def make_whitening(config, train, gaussian):
     if config.whiten == "pca":
         return LinearWhitening.pca(train, config.whiten_epsilon, name="whitening")
     if config.whiten == "gaussian":
-        return gaussian_whitening(gaussian.mean, gaussian.precision)
+        return gaussian_whitening(gaussian)
     return None
 
 
@@ -254,7 +268,7 @@ def build_model(config, train, whitening, gaussian=None):
         if gaussian is None:
             raise ValueError("--method nce needs the fitted Gaussian as its noise: pass gaussian")
 
-        model = DEMNoiseContrastive(energy, gaussian.mean, np.linalg.cholesky(gaussian.precision),
+        model = DEMNoiseContrastive(energy, gaussian.mean, gaussian.precision_cholesky,
                                     nu=config.nu, **settings)
     else:
         model = ContrastiveDivergence(energy, persistent=config.persistent, **settings)
