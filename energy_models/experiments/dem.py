@@ -68,6 +68,8 @@ class DEMConfig:
     z_sampling: str = flag("latents of the gradient estimate: gibbs (z ~ p(z|x)) or mean (E[z|x])",
                             default="mean", choices=("gibbs", "mean"))
     hidden: int = flag("width of g(x) = s(V x), rows of V", default=64)
+    g_bias: bool = flag("give g a bias d, g(x) = s(V x + d), so a unit can threshold |v^T x| away from 0 "
+                         "(off in the exercise)", default=False)
     latents: int = flag("number K of binary latents", default=64)
     epochs: int = flag("passes over the training patches", default=10)
     batch_size: int = flag("patches per step (and persistent chains)", default=256)
@@ -261,7 +263,7 @@ def build_model(config, train, whitening, gaussian=None):
     settings = dict(dim=train.shape[1], whitening=whitening, mcmc=config.mcmc, mcmc_steps=config.mcmc_steps,
                     step_size=config.step_size, num_chains=config.batch_size, z_sampling=config.z_sampling,
                     leapfrog_steps=config.leapfrog_steps, seed=config.seed)
-    energy = DEMEnergy(config.hidden, config.latents, config.sigma, name="energy")
+    energy = DEMEnergy(config.hidden, config.latents, config.sigma, use_bias=config.g_bias, name="energy")
     if config.method == "nce":
         from energy_models.estimators.dem_nce import DEMNoiseContrastive
 
