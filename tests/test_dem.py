@@ -299,13 +299,16 @@ def test_export_loads_in_fresh_process_without_project(trained):
 
 def test_nce_training_on_real_patches_exports_a_normalised_model(tmp_path):
     """train.dem --method nce: the data beat the noise (accuracy above chance), log Z is learnt and the
-    SavedModel's log_prob is its unnormalized_log_prob minus that log Z."""
+    SavedModel's log_prob is its unnormalized_log_prob minus that log Z. With --g-bias, g's bias d is
+    trained and exported."""
     photos = os.environ.get("ENERGY_MODELS_TEST_PHOTOS")
     config = dem.DEMConfig(images=photos, num_patches=2000, whiten="gaussian", method="nce", nu=2,
-                           hidden=16, latents=16, epochs=2, batch_size=64, learning_rate=1e-2,
+                           hidden=16, latents=16, epochs=2, batch_size=64, learning_rate=1e-2, g_bias=True,
                            sample_sweeps=2, run_dir=str(tmp_path / "run"), export_dir=str(tmp_path / "model"))
     metrics = dem.train_and_evaluate(config)
     assert metrics["final"]["accuracy"] > 0.5 and np.isfinite(metrics["log_z"])
+    d = tf.saved_model.load(config.export_dir)._d.numpy()  # Started at 0.
+    assert d.shape == (16,) and np.min(np.abs(d)) > 1e-4
     assert metrics["final"]["log_z"] == pytest.approx(metrics["log_z"], abs=1.0)  # The epoch's mean.
     module = tf.saved_model.load(config.export_dir)
     info = json.loads(module.info().numpy())
@@ -452,3 +455,23 @@ def test_ranking_probe_loss_and_training_on_a_known_ranking():
     train_ranker(energy, positive, negative, steps=600, batch_size=128, learning_rate=3e-2, seed=0)
     after = auroc(energy(positive).numpy(), energy(negative).numpy())
     assert before < 0.2 and after > 0.9, (before, after)
+
+
+def test_exercise_filters_figure_puts_each_runs_filters_in_one_grey_panel(tmp_path):
+    """bench.dem_exercises.filters_figure: one panel per run that has figures/filters.png, grey PNG."""
+    from PIL import Image
+
+    from bench.dem_exercises import filters_figure
+
+    rows = [{"whiten": w, "sigma": s, "auroc_vs_gaussian_samples": 0.5} for w, s in (("zca", 1.0), ("none", 0.1))]
+    for row in rows:
+        folder = tmp_path / f"dem-{row['whiten']}-sigma{row['sigma']:g}" / "figures"
+        folder.mkdir(parents=True)
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(folder / "filters.png")
+    filters_figure(rows, tmp_path, tmp_path / "two.png")
+    filters_figure(rows + [{"whiten": "pca", "sigma": 1.0, "auroc_vs_gaussian_samples": 0.5}], tmp_path,
+                   tmp_path / "still_two.png")
+    filters_figure(rows[:1], tmp_path, tmp_path / "one.png")
+    two, still_two, one = (Image.open(tmp_path / f"{n}.png") for n in ("two", "still_two", "one"))
+    assert two.mode == "L" and two.size == still_two.size
+    assert two.size[0] > 1.7 * one.size[0]
