@@ -59,14 +59,14 @@ def main(argv=None):
 
 def filters_figure(rows, root, path):
     """The runs' figures/filters.png (rows of V in pixel space) in one row of panels, titled with each
-    run's AUROC against samples of the fitted Gaussian; runs without a filter image are left out."""
+    run's AUROC against samples of the fitted Gaussian; runs without a filter image or scores are left out."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [(row, root / f"dem-{row['whiten']}-sigma{row['sigma']:g}" / "figures" / "filters.png") for row in rows]
-    panels = [(row, image) for row, image in panels if image.exists()]
+    panels = [(row, image) for row, image in panels if image.exists() and "auroc_vs_gaussian_samples" in row]
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False)

@@ -64,11 +64,13 @@ def prepare_run_dir(path, overwrite=False):
 _RESUME_IGNORES = ("run_dir", "export_dir", "overwrite")
 
 
-def start_or_resume(path, config, overwrite=False):
+def start_or_resume(path, config, overwrite=False, defaults=None):
     """Prepares the run directory and decides between a fresh start and resuming its checkpoints.
 
     A run directory with checkpoints is resumed when its config.json has the same settings as `config`
-    (a dict); `overwrite` deletes the checkpoints and starts again. Writes config.json.
+    (a dict); `overwrite` deletes the checkpoints and starts again. Writes config.json. A setting missing
+    from config.json (a flag added after that run was started) counts as its value in `defaults`, since
+    the run was trained with the behaviour the flag's default keeps.
 
     Returns:
       The run directory (a `pathlib.Path`).
@@ -84,8 +86,8 @@ def start_or_resume(path, config, overwrite=False):
         shutil.rmtree(checkpoints)
     config_path = path / "config.json"
     if checkpoints.is_dir() and any(checkpoints.iterdir()) and config_path.is_file():
-        old = json.loads(config_path.read_text())
         new = json.loads(json.dumps(config, default=_jsonable))
+        old = {**json.loads(json.dumps(defaults or {}, default=_jsonable)), **json.loads(config_path.read_text())}
         differ = [k for k in sorted(set(old) | set(new))
                   if k not in _RESUME_IGNORES and old.get(k) != new.get(k)]
         if differ:

@@ -160,6 +160,22 @@ def test_resuming_with_other_settings_is_refused(tmp_path, tfds_data_dir):
     assert not (run / "checkpoints").exists()
 
 
+def test_a_run_from_before_a_new_flag_resumes_at_the_flags_default(tmp_path):
+    """config.json without a setting (the flag came later) resumes when the setting is at its default,
+    and is refused with the setting's name when it is not."""
+    from energy_models import rundir
+
+    run = tmp_path / "run"
+    rundir.start_or_resume(run, {"epochs": 4})
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "epoch-000001.weights.h5").write_bytes(b"x")
+    defaults = {"epochs": 10, "g_bias": False}
+    rundir.start_or_resume(run, {"epochs": 4, "g_bias": False}, defaults=defaults)  # Resumes.
+    (run / "config.json").write_text('{"epochs": 4}')
+    with pytest.raises(UserError, match=r"other settings \(g-bias: False there, True now\)"):
+        rundir.start_or_resume(run, {"epochs": 4, "g_bias": True}, defaults=defaults)
+
+
 def test_gaussian_trainer_that_diverges_stops_with_the_message_and_keeps_the_checkpoint(
         tmp_path, tfds_data_dir, capsys):
     from train import gaussian as cli

@@ -341,7 +341,8 @@ def train_and_evaluate(config):
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs its first operation.
     strategy = strategy_for(config.distribute, config.batch_size)
     export.check_export_target(config.export_dir, config.overwrite)
-    run_dir = rundir.start_or_resume(config.run_dir, dataclasses.asdict(config), config.overwrite)
+    run_dir = rundir.start_or_resume(config.run_dir, dataclasses.asdict(config), config.overwrite,
+                                     defaults=dataclasses.asdict(DEMConfig()))
 
     patch_set = load_patches(config, run_dir)
     train, heldout = patch_set.train, patch_set.heldout
