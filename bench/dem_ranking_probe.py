@@ -101,7 +101,8 @@ def main(argv=None):
     n_eval = 5000
     u_train, u_held = inputs(train), inputs(heldout)
     noise = inputs(gaussian.sample(100_000, args.seed + 7))  # training negatives
-    eval_noise = inputs(gaussian.sample(n_eval, args.seed + 2))  # never trained on
+    eval_samples = gaussian.sample(n_eval, args.seed + 2)  # never trained on
+    eval_noise = inputs(eval_samples)
     eval_train = u_train[np.random.default_rng(args.seed + 1).permutation(len(u_train))[:n_eval]]
 
     keras.utils.set_random_seed(args.seed)
@@ -129,10 +130,9 @@ def main(argv=None):
     train_ranker(energy, u_train, noise, args.steps, args.batch_size, args.learning_rate, args.seed,
                  on_eval, args.eval_every)
     result = {"settings": vars(args), "n_train": len(train), "n_heldout": len(heldout),
-              "gaussian_auroc_heldout": auroc(gaussian.log_prob(heldout), gaussian.log_prob(
-                  gaussian.sample(n_eval, args.seed + 2))),
-              "full_gaussian_auroc_heldout": auroc(*(FittedGaussian.full(train).log_prob(x) for x in (
-                  heldout, gaussian.sample(n_eval, args.seed + 2)))),
+              "gaussian_auroc_heldout": auroc(gaussian.log_prob(heldout), gaussian.log_prob(eval_samples)),
+              "full_gaussian_auroc_heldout": auroc(*(FittedGaussian.full(train).log_prob(x)
+                                                     for x in (heldout, eval_samples))),
               "trajectory": trajectory}
     path = pathlib.Path(args.json)
     runs = json.loads(path.read_text())["runs"] if path.exists() else []

@@ -49,16 +49,32 @@ NOISE_METHODS = ("langevin", "mala")
 TARGET_ACCEPTANCE = {"mala": 0.574, "hmc": 0.651}
 
 
+def _value_and_grad(target_log_prob_fn, x):
+    """(log pi(x) [n], grad_x log pi(x) [n, D]). The gradient of the sum over rows is every row's own
+    gradient: rows are independent chains."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        value = target_log_prob_fn(x)
+    return value, tape.gradient(value, x)
+
+
+def _langevin_proposal(x, grad, step_size, noise):
+    """x + (eta / 2) grad log pi(x) + sqrt(eta) eps."""
+    return x + 0.5 * step_size * grad + tf.sqrt(step_size) * noise
+
+
+def _acceptance(log_ratio):
+    """min(1, exp(log r)) [n]; 0 where log r is NaN or -inf (a proposal into overflow is a rejection, as
+    in tfp's Metropolis-Hastings)."""
+    return tf.where(tf.math.is_finite(log_ratio), tf.exp(tf.minimum(log_ratio, 0.0)), tf.zeros_like(log_ratio))
+
+
 def langevin_move(x, target_log_prob_fn, step_size, noise):
     """x' = x + (eta / 2) grad log pi(x) + sqrt(eta) eps for eps = `noise` ~ N(0, I) [n, D]: the
     proposal of tfp.mcmc.UncalibratedLangevin (volatility 1), i.e. Euler-Maruyama for the Langevin
     diffusion dx = (1/2) grad log pi(x) dt + dB_t over a time step eta."""
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        log_prob = target_log_prob_fn(x)
-    # The gradient of the sum over rows is every row's own gradient: rows are independent chains.
-    grad = tape.gradient(log_prob, x)
-    return x + 0.5 * step_size * grad + tf.sqrt(step_size) * noise
+    _, grad = _value_and_grad(target_log_prob_fn, x)
+    return _langevin_proposal(x, grad, step_size, noise)
 
 
 def tfp_langevin_noise(x, seed):
@@ -80,23 +96,15 @@ def mala_move(x, target_log_prob_fn, step_size, noise, uniform):
     This is tfp.mcmc.MetropolisAdjustedLangevinAlgorithm's move (MetropolisHastings around
     UncalibratedLangevin, volatility 1). Returns (x', min(1, r) [n], 0 where log r is not finite).
     """
-    def value_and_grad(state):
-        with tf.GradientTape() as tape:
-            tape.watch(state)
-            value = target_log_prob_fn(state)
-        return value, tape.gradient(value, state)
-
-    log_p, grad = value_and_grad(x)
-    proposal = x + 0.5 * step_size * grad + tf.sqrt(step_size) * noise
-    log_p_proposal, grad_proposal = value_and_grad(proposal)
+    log_p, grad = _value_and_grad(target_log_prob_fn, x)
+    proposal = _langevin_proposal(x, grad, step_size, noise)
+    log_p_proposal, grad_proposal = _value_and_grad(target_log_prob_fn, proposal)
     backward = x - proposal - 0.5 * step_size * grad_proposal
     log_ratio = (log_p_proposal - log_p - 0.5 * row_sum(tf.square(backward)) / step_size
                  + 0.5 * row_sum(tf.square(noise)))
-    # A NaN or -inf ratio (a proposal into overflow) is a rejection, as in tfp's Metropolis-Hastings.
-    finite = tf.math.is_finite(log_ratio)
-    accepted = tf.logical_and(finite, tf.math.log(uniform) < log_ratio)
+    accepted = tf.logical_and(tf.math.is_finite(log_ratio), tf.math.log(uniform) < log_ratio)
     x_new = tf.where(accepted[:, None], proposal, x)
-    return x_new, tf.where(finite, tf.exp(tf.minimum(log_ratio, 0.0)), tf.zeros_like(log_ratio))
+    return x_new, _acceptance(log_ratio)
 
 
 def tfp_mala_draws(x, seed):
@@ -145,10 +153,7 @@ def gibbs_sweep(x, step_size, seed, logits_fn, joint_fn, method, leapfrog_steps=
 
     kernel = tfp.mcmc.HamiltonianMonteCarlo(target, step_size, num_leapfrog_steps=leapfrog_steps)
     x_new, results = kernel.one_step(x, kernel.bootstrap_results(x), seed=x_seed)
-    log_ratio = results.log_accept_ratio
-    # A NaN or -inf ratio (a proposal into overflow) is a rejection, as in tfp's Metropolis-Hastings.
-    accept = tf.where(tf.math.is_finite(log_ratio), tf.exp(tf.minimum(log_ratio, 0.0)), 0.0)
-    return x_new, tf.cast(accept, x.dtype)
+    return x_new, tf.cast(_acceptance(results.log_accept_ratio), x.dtype)
 
 
 def adapt_step_size(step_size, acceptance, target, rate):
