@@ -103,15 +103,20 @@ def choose_epsilon(model, x, seed=0, target=TARGET_FRACTION * LOG_4, lo=1e-4, hi
     return float(np.exp(0.5 * (log_lo + log_hi)))
 
 
+def rule_epsilon(estimator, data, seed):
+    """`choose_epsilon` on 1,024 noisy training rows drawn with `seed`, for the estimator at its start."""
+    rng = np.random.default_rng(seed)
+    batch = data.noisy_train(seed)[rng.choice(len(data.train_pixels), 1024)]
+    return choose_epsilon(estimator, batch, seed)
+
+
 def fit_cnce(config, data, model, writer):
     """`--estimator cnce`: trains a `CNCEGaussian`; epsilon from --epsilon or `choose_epsilon`."""
     estimator = CNCEGaussian(28, 28, config.neighbourhood, kappa=config.kappa, seed=config.seed)
     moment_matched_start(estimator, data)
     estimator.set_mean(data.mean)
     if config.epsilon is None:
-        rng = np.random.default_rng(config.seed)
-        batch = data.noisy_train(config.seed)[rng.choice(len(data.train_pixels), 1024)]
-        epsilon = choose_epsilon(estimator, batch, config.seed)
+        epsilon = rule_epsilon(estimator, data, config.seed)
     else:
         epsilon = float(config.epsilon)
     estimator.epsilon.assign(epsilon)
