@@ -18,7 +18,7 @@ import numpy as np
 from energy_models.errors import UserError
 
 _RUN_FILES = {"config.json", "metrics.json", "figures", "train", "eval", "validation", "checkpoints",
-              "patches.npz"}
+              "patches.npz", "rounds"}
 
 
 def write_json_atomically(path, data):

@@ -32,6 +32,8 @@ def _nan_patch_file(path):
 GAUSSIAN = [
     (["--nu", "nan", "--estimator", "nce"], "--nu must be a finite number, got nan"),
     (["--nu", "-2", "--estimator", "nce"], "--nu must be > 0, got -2.0"),
+    (["--rounds", "0", "--estimator", "nce"], "--rounds must be a positive integer, got 0"),
+    (["--warmup-epochs", "0", "--estimator", "nce"], "--warmup-epochs must be a positive integer, got 0"),
     (["--epsilon", "0", "--estimator", "cnce"], "--epsilon must be > 0, got 0.0"),
     (["--kappa", "-1", "--estimator", "cnce"], "--kappa must be an integer >= 1, got -1"),
     (["--neighbourhood", "5"], "argument --neighbourhood: invalid choice: 5"),

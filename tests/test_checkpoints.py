@@ -95,14 +95,16 @@ def test_batches_from_a_later_epoch_equal_the_uninterrupted_stream():
 
 
 def _train_gaussian_argv(run_dir, export_dir):
-    return ["--estimator", "nce", "--limit", "1000", "--batch-size", "100", "--epochs", "8",
-            "--run-dir", str(run_dir), "--export-dir", str(export_dir)]
+    # Adaptive-noise NCE on one time axis: score matching epoch 1, NCE round 1 epochs 2-4, round 2 5-7.
+    return ["--estimator", "nce", "--limit", "1000", "--batch-size", "100", "--warmup-epochs", "1",
+            "--rounds", "2", "--epochs", "3", "--run-dir", str(run_dir), "--export-dir", str(export_dir)]
 
 
 def test_gaussian_trainer_killed_after_a_checkpoint_resumes_to_the_uninterrupted_result(
         tmp_path, tfds_data_dir):
-    """SIGKILL a `train.gaussian` process after its first epoch's checkpoint; the same command run again
-    resumes and ends with the parameters of a run that was never interrupted (same seed)."""
+    """SIGKILL a `train.gaussian` process during NCE's second round, after that round's first epoch's
+    checkpoint; the same command run again restores the finished rounds, resumes round 2 and ends with
+    the parameters of a run that was never interrupted (same seed)."""
     from energy_models.experiments import gaussian
 
     from train import gaussian as cli
@@ -113,7 +115,7 @@ def test_gaussian_trainer_killed_after_a_checkpoint_resumes_to_the_uninterrupted
     argv = _train_gaussian_argv(killed_run, killed_model)
     process = subprocess.Popen([sys.executable, "-m", "train.gaussian", *argv], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = killed_run / "checkpoints" / "epoch-000001.weights.h5"
+    first = killed_run / "checkpoints" / "round-2" / "epoch-000005.weights.h5"
     deadline = time.monotonic() + 180
     while not first.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -125,17 +127,20 @@ def test_gaussian_trainer_killed_after_a_checkpoint_resumes_to_the_uninterrupted
 
     assert run_main(cli.main, argv) == 0  # The same command: resumes.
     resumed = json.loads((killed_run / "metrics.json").read_text())
-    assert resumed["resumed_from_epoch"] >= 1
+    assert resumed["resumed_from_epoch"] >= 5  # In round 2, not from its start.
 
     reference = gaussian.train_and_evaluate(gaussian.GaussianConfig(
         **vars(_parser().parse_args(_train_gaussian_argv(tmp_path / "ref", tmp_path / "ref_model")))))
-    a = checkpoint_arrays(killed_run / "checkpoints" / "epoch-000008.weights.h5")
-    b = checkpoint_arrays(tmp_path / "ref" / "checkpoints" / "epoch-000008.weights.h5")
+    a = checkpoint_arrays(killed_run / "checkpoints" / "round-2" / "epoch-000007.weights.h5")
+    b = checkpoint_arrays(tmp_path / "ref" / "checkpoints" / "round-2" / "epoch-000007.weights.h5")
     assert a.keys() == b.keys() and len(a) >= 8
     for name in a:
         np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
     assert resumed["test_log_likelihood"] == pytest.approx(reference["test_log_likelihood"], abs=1e-3)
     assert resumed["log_z_estimate"] == pytest.approx(reference["log_z_estimate"], abs=1e-3)
+    assert [r["round"] for r in resumed["rounds"]] == [0, 1, 2]
+    for mine, theirs in zip(resumed["rounds"], reference["rounds"]):
+        assert mine["heldout_log_likelihood"] == pytest.approx(theirs["heldout_log_likelihood"], abs=1e-3)
 
 
 def _parser():

@@ -159,7 +159,15 @@ class NCEGaussian(EstimatorGaussian):
 
 
 def fit_nce(config, data, model, writer):
-    """`--estimator nce`: trains an `NCEGaussian` from the moment-matched start; Lambda goes into model."""
+    """`--estimator nce`: trains an `NCEGaussian` from the moment-matched start; Lambda goes into model.
+
+    With `--noise adaptive` (the default) the noise is the previous round's fit (`nce_rounds`); with a
+    fixed noise (isotropic, diagonal, full) one fit from the moment-matched start.
+    """
+    if config.noise == "adaptive":
+        from energy_models.estimators.nce_rounds import fit_nce_rounds
+
+        return fit_nce_rounds(config, data, model, writer)
     estimator = NCEGaussian(28, 28, config.neighbourhood, nu=config.nu, noise=config.noise,
                             noise_samples=config.noise_samples, seed=config.seed)
     variances = moment_matched_start(estimator, data)

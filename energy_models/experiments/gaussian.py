@@ -31,15 +31,25 @@ class GaussianConfig:
                                choices=(4, 8))
     noise_std: float = flag("std of the Gaussian noise added to every MNIST pixel (0.1: variance 1/100)",
                              default=0.1)
-    epochs: int = flag("training epochs of the stochastic estimators", default=10)
+    epochs: int = flag("training epochs of the stochastic estimators (default: 10; nce with --noise "
+                        "adaptive: 1 per round)", default=None)
     batch_size: int = flag("minibatch size of the stochastic estimators", default=256)
     optimizer: str = flag("optimiser of the stochastic estimators", default="adam",
                            choices=("sgd", "rmsprop", "adam"))
-    learning_rate: float = flag("learning rate of the stochastic estimators", default=0.01)
+    learning_rate: float = flag("starting learning rate of the stochastic estimators, cosine-decayed to 1%% "
+                                 "(default: 0.01; nce with --noise adaptive: 0.03 in its rounds)",
+                                 default=None)
     nu: float = flag("nce: noise-to-data ratio (weight of the noise term)", default=10.0)
-    noise: str = flag("nce: noise distribution N(mu, Sigma_n), Sigma_n = scaled identity, the data's "
-                       "variances or the data's full covariance", default="full",
-                       choices=("isotropic", "diagonal", "full"))
+    noise: str = flag("nce: noise distribution N(mu, Sigma_n). adaptive: rounds, a score-matching fit "
+                       "first and then each NCE round's noise the previous round's fitted Gaussian (close "
+                       "to the model, so NCE learns Lambda and log Z where its classifier is well "
+                       "determined); or fixed: Sigma_n = scaled identity, the data's variances or the "
+                       "data's full covariance (far from the grid family: NCE stays tens of nats below "
+                       "maximum likelihood)", default="adaptive",
+                       choices=("adaptive", "isotropic", "diagonal", "full"))
+    rounds: int = flag("nce --noise adaptive: NCE rounds after the score-matching round", default=1)
+    warmup_epochs: int = flag("nce --noise adaptive: epochs of the score-matching round that makes the "
+                               "first noise", default=2)
     noise_model: str = flag("nce: a Gaussian SavedModel of the same data (e.g. this command's sm export) "
                              "whose covariance Lambda^-1 replaces the data's in --noise full: a noise "
                              "closer to the grid family (README, 'The log Z question')", default=None)
@@ -88,8 +98,15 @@ class GaussianConfig:
         Raises:
           UserError: naming the flag and the value when a value is out of range.
         """
+        adaptive = self.estimator == "nce" and self.noise == "adaptive"
+        if self.epochs is None:
+            self.epochs = 1 if adaptive else 10
+        if self.learning_rate is None:
+            self.learning_rate = 0.03 if adaptive else 0.01
         checks = [
             ("--noise-std", self.noise_std, self.noise_std >= 0, "must be >= 0"),
+            ("--rounds", self.rounds, self.rounds >= 1, "must be a positive integer"),
+            ("--warmup-epochs", self.warmup_epochs, self.warmup_epochs >= 1, "must be a positive integer"),
             ("--epochs", self.epochs, self.epochs >= 1, "must be a positive integer"),
             ("--batch-size", self.batch_size, self.batch_size >= 1, "must be a positive integer"),
             ("--learning-rate", self.learning_rate, self.learning_rate > 0, "must be > 0"),
