@@ -24,7 +24,7 @@ from energy_models import export, rundir
 from energy_models.distribute import strategy_for
 from energy_models.scoring import auroc
 from energy_models.errors import UserError
-from energy_models.experiments.flags import check_ranges, flag
+from energy_models.experiments.flags import check_applies, check_ranges, flag
 
 WHITENINGS = ("none", "zca", "pca", "gaussian")
 METHODS = ("cd", "nce")
@@ -127,10 +127,17 @@ class DEMConfig:
             ("--checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 1, positive_int),
         ]
         check_ranges(checks)
+        check_applies(self, DEM_SCOPES)
         name = f"dem-{self.whiten}-sigma{self.sigma:g}" + ("-nce" if self.method == "nce" else "")
         self.run_dir = self.run_dir or str(pathlib.Path("runs") / name)
         self.export_dir = self.export_dir or str(pathlib.Path("saved_models") / name)
         return self
+
+
+# Flags that do nothing in some combinations (see flags.check_applies).
+DEM_SCOPES = {"images": (lambda c: not c.patches, "patches cut from photographs (not with --patches)"),
+              "num_patches": (lambda c: not c.patches, "patches cut from photographs (not with --patches)"),
+              "nu": (lambda c: c.method == "nce", "--method nce")}
 
 
 def _finite(value):
@@ -340,9 +347,9 @@ def train_and_evaluate(config):
     config.resolve()
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs its first operation.
     strategy = strategy_for(config.distribute, config.batch_size)
-    export.check_export_target(config.export_dir, config.overwrite)
-    run_dir = rundir.start_or_resume(config.run_dir, dataclasses.asdict(config), config.overwrite,
-                                     defaults=dataclasses.asdict(DEMConfig()))
+    settings, defaults = dataclasses.asdict(config), dataclasses.asdict(DEMConfig())
+    export.check_export_target(config.export_dir, config.overwrite, settings, defaults)
+    run_dir = rundir.start_or_resume(config.run_dir, settings, config.overwrite, defaults=defaults)
 
     patch_set = load_patches(config, run_dir)
     train, heldout = patch_set.train, patch_set.heldout
@@ -388,7 +395,9 @@ def train_and_evaluate(config):
                                   {k: metrics[k] for k in ("whiten", "sigma", "n_train", "method")},
                                   sample_sweeps=config.sample_sweeps, log_z=metrics["log_z"],
                                   log_z_source="NCE against the fitted Gaussian (train.dem --method nce)")
-    metrics["export_dir"] = export.save_atomically(module, config.export_dir, config.overwrite)
+    metrics["export_dir"] = export.save_atomically(module, config.export_dir, config.overwrite, settings,
+                                                   defaults)
+    metrics = rundir.earlier_timings(run_dir, metrics, trained=epochs_run > 0)
     rundir.write_json_atomically(run_dir / "metrics.json", metrics)
     return metrics
 
