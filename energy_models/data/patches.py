@@ -16,14 +16,24 @@ import numpy as np
 
 from energy_models.data.images import GrayImage, Source, load_images
 from energy_models.errors import UserError
+from energy_models.memory import check_fits
 
 PATCH_SIZE = 28
+# Arrays of the patches a trainer holds at its peak: the patch set itself, the trainer's float32 copy of
+# the training rows (tf.data, whitening) and the float64 rows of the covariance pass (chunked, counted once).
+PEAK_COPIES = 3
 
 # Written into every patch file so that any other .npz is recognised as "not a patch file".
 PATCH_FILE_FORMAT = "energy_models.patch_set.v1"
 
 _ARRAYS = ("train", "heldout", "image_names", "is_heldout", "train_positions", "heldout_positions",
            "patch_size", "seed", "source")
+
+
+def check_patch_memory(num_patches, patch_size=PATCH_SIZE):
+    """Refuses (one line) a --num-patches whose patch arrays cannot fit in the memory available now."""
+    check_fits(num_patches, 4 * patch_size ** 2, PEAK_COPIES, "--num-patches",
+               f"{patch_size}x{patch_size} float32 patches")
 
 
 def valid_positions(shape: Sequence[int], patch_size: int = PATCH_SIZE) -> int:
@@ -54,6 +64,7 @@ def extract_patches(images: Sequence[Union[np.ndarray, GrayImage]], num_patches:
     The patches come out in random order, ready to be batched without shuffling.
     """
     _check_count("num_patches", num_patches)
+    check_fits(num_patches, 4 * patch_size ** 2, 1, "--num-patches", f"{patch_size}x{patch_size} float32 patches")
     pixels = [np.asarray(getattr(image, "pixels", image)) for image in images]
     counts = np.array([valid_positions(p.shape, patch_size) for p in pixels], dtype=np.int64)
     if counts.sum() == 0:
@@ -159,6 +170,7 @@ def make_patch_set(source: Source, num_patches: int, seed: int = 0, heldout_frac
     so both splits are sampled at the same density, as if the N positions were drawn from all images.
     """
     _check_count("num_patches", num_patches)
+    check_patch_memory(num_patches, patch_size)
     images = load_images(source, min_size=patch_size)
     names = np.array([image.name for image in images])
     # Independent streams: changing the number of patches never changes which images are held out.

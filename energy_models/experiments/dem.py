@@ -128,6 +128,10 @@ class DEMConfig:
         ]
         check_ranges(checks)
         check_applies(self, DEM_SCOPES)
+        if not self.patches:
+            from energy_models.data.patches import check_patch_memory
+
+            check_patch_memory(self.num_patches)  # Before any folder is made.
         name = f"dem-{self.whiten}-sigma{self.sigma:g}" + ("-nce" if self.method == "nce" else "")
         self.run_dir = self.run_dir or str(pathlib.Path("runs") / name)
         self.export_dir = self.export_dir or str(pathlib.Path("saved_models") / name)

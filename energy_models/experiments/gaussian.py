@@ -112,6 +112,10 @@ class GaussianConfig:
         ]
         check_ranges(checks)
         check_applies(self, GAUSSIAN_SCOPES)
+        if self.dataset == "patches" and not self.patches:
+            from energy_models.data.patches import check_patch_memory
+
+            check_patch_memory(self.num_patches)  # Before any folder is made.
         if self.noise_model and (self.estimator != "nce" or self.noise != "full"):
             raise UserError("--noise-model applies to --estimator nce with --noise full")
         if self.estimator == "mle" and self.distribute != "none":
