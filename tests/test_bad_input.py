@@ -239,3 +239,76 @@ def test_a_failing_model_write_is_one_line_and_keeps_the_old_model(finished_copy
                                                r"--export-dir; the model there is unchanged"):
         export.save_atomically(module, model, overwrite=True)
     assert snapshot(model) == before and sorted(p.name for p in model.parent.iterdir()) == ["model", "run"]
+
+
+def _images(folder, arrays):
+    from PIL import Image
+
+    folder.mkdir()
+    for i, array in enumerate(arrays):
+        Image.fromarray(array.astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.mark.parametrize("main", [gaussian_cli.main, dem_cli.main], ids=["gaussian", "dem"])
+@pytest.mark.parametrize("kind, message", [
+    ("constant", "the training {rows} have zero variance in 784 of 784 pixels (e.g. constant images), so no "
+                 "Gaussian can be fitted; use photographs with texture (--images)"),
+    ("gradient", "the training {rows} vary in only "),
+])
+def test_degenerate_images_are_one_line(main, kind, message, capsys, tmp_path):
+    """Issue 18, item 9: a constant image or a smooth gradient has a singular covariance."""
+    y, x = np.mgrid[0:400, 0:400]
+    arrays = {"constant": [np.full((60, 60), 128), np.full((60, 60), 90)],
+              "gradient": [(x + y) / 800 * 255, (x - y + 400) / 800 * 255]}[kind]
+    folder = _images(tmp_path / kind, arrays)
+    argv = ["--images", str(folder), "--num-patches", "2000", "--run-dir", str(tmp_path / "r"),
+            "--export-dir", str(tmp_path / "m")]
+    if main is gaussian_cli.main:
+        argv = ["--dataset", "patches"] + argv
+    code, err = _run(main, argv, capsys)
+    rows = "rows" if main is gaussian_cli.main else "patches"
+    assert code == 2 and len(err.splitlines()) == 1 and message.format(rows=rows) in err, err
+    assert not (tmp_path / "m").exists()
+
+
+def test_a_patch_file_with_an_empty_held_out_split_is_one_line(capsys, tmp_path):
+    """Issue 18, item 8 (train.gaussian divided by the empty split's size)."""
+    from energy_models.data.patches import PatchSet
+
+    train = np.random.default_rng(0).random((300, 784)).astype(np.float32)
+    PatchSet(train=train, heldout=np.zeros((0, 784), np.float32), image_names=np.array(["a", "b"]),
+             is_heldout=np.array([0, 1]), train_positions=np.zeros((300, 3), np.int32),
+             heldout_positions=np.zeros((0, 3), np.int32)).save(tmp_path / "p.npz")
+    code, err = _run(gaussian_cli.main, ["--dataset", "patches", "--patches", str(tmp_path / "p.npz"),
+                                         "--run-dir", str(tmp_path / "r"), "--export-dir", str(tmp_path / "m")],
+                     capsys)
+    assert code == 2 and err == ("error: the held-out split has 0 rows; a fit and its evaluation need at least 2 "
+                                 "in each (for patches: cut a new set with --images, with enough images for "
+                                 "--heldout-fraction to hold some out)")
+    assert not (tmp_path / "m").exists()
+
+
+def test_an_oversized_request_is_refused_in_one_line_before_allocating(tmp_path, capsys):
+    """Issue 18, item 10: refused from the memory it would need (no folder made), with a peak far below
+    1 GB (it grew to 23.9 GB before the OOM killer ended it)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    argv = ["--num-patches", "1000000000", "--run-dir", str(tmp_path / "r"), "--export-dir", str(tmp_path / "m")]
+    # A fresh parent whose only child is the trainer, so that RUSAGE_CHILDREN is the trainer's own peak.
+    measure = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
+    result = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "train.gaussian", "--dataset",
+                             "patches"] + argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    peak_kb = int(result.stdout.split()[-1])
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+    assert result.stderr.startswith("error: --num-patches 1000000000 needs about 9.41 TB of memory (3 copies of "
+                                    "1000000000 28x28 float32 patches), but ")
+    assert "is available; lower --num-patches (at most about " in result.stderr
+    assert peak_kb < 1024 ** 2, f"peak {peak_kb / 1024:.0f} MB"
+    code, err = _run(dem_cli.main, argv, capsys)
+    assert code == 2 and "--num-patches 1000000000 needs about 9.41 TB of memory" in err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "m").exists()

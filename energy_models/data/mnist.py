@@ -136,8 +136,13 @@ class NoisyMnist:
         if getattr(self, "_covariance", None) is None:
             from energy_models.whitening import mean_and_covariance
 
-            self._covariance = mean_and_covariance(self.train_pixels)[1]
-            self._covariance[np.diag_indices_from(self._covariance)] += self.noise_std ** 2
+            from energy_models.data.arrays import check_covariance
+
+            covariance = mean_and_covariance(self.train_pixels)[1]
+            covariance[np.diag_indices_from(covariance)] += self.noise_std ** 2
+            check_covariance(covariance, "the MNIST training digits", "keep --noise-std above 0 (the "
+                             "digits' border pixels are always 0)")
+            self._covariance = covariance
         return self._covariance
 
     def noisy_train(self, seed):

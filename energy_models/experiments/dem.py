@@ -176,7 +176,10 @@ class FittedGaussian:
         from energy_models.estimators.mle import fit_grid_mle
         from energy_models.whitening import mean_and_covariance
 
+        from energy_models.data.arrays import check_covariance
+
         mean, cov = mean_and_covariance(x)
+        check_covariance(cov, "the training patches", "use photographs with texture (--images)")
         side = math.isqrt(len(mean))
         if side * side != len(mean):
             raise UserError(f"patches have {len(mean)} pixels, not a square number; the fitted grid "
