@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -166,9 +167,24 @@ def test_stochastic_estimators_run_on_patches(estimator, tmp_path, capsys):
     photos = os.environ.get("ENERGY_MODELS_TEST_PHOTOS") or None
     argv = ["--dataset", "patches", "--num-patches", "3000", "--estimator", estimator, "--epochs", "1",
             "--run-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "model")]
-    code, out, err = run_cli(argv + (["--images", photos] if photos else []), capsys)
+    argv[argv.index("--run-dir") + 1] = str(tmp_path / "my run")  # A space: the printed hint is quoted.
+    argv += ["--images", photos] if photos else []
+    code, out, err = run_cli(argv, capsys)
     assert code == 0, err
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "my run" / "metrics.json").read_text())
     assert metrics["estimator"] == estimator and metrics["smallest_eigenvalue"] > 0
     assert np.isfinite(metrics["test_log_likelihood"])
     assert (metrics["log_z_estimate"] is not None) == (estimator == "nce")
+    # Issue 18, items 11 and 14: stdout is not a terminal here, so Keras writes one plain line per epoch.
+    assert not set(out) & {"\x1b", "\r", "\b"}
+    assert re.search(r"^\d+/\d+ - \d+s - .*loss: ", out, re.MULTILINE), out
+    assert f"(tensorboard --logdir '{tmp_path / 'my run'}')" in out
+    if estimator == "sm":
+        # Item 12: the same command on the finished run trains no epoch and reports the run's own figures.
+        code, out, err = run_cli(argv, capsys)
+        assert code == 0, err
+        again = json.loads((tmp_path / "my run" / "metrics.json").read_text())
+        assert again["resumed_from_epoch"] == 1 and again["timings_from"].startswith("the run that trained")
+        assert (again["seconds"], again["fit_seconds"]) == (metrics["seconds"], metrics["fit_seconds"])
+        assert f"fitted in {metrics['seconds']:.1f} s" in out
+        assert again["test_log_likelihood"] == pytest.approx(metrics["test_log_likelihood"], rel=1e-6)

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from energy_models import export, rundir
+from energy_models.console import progress_verbosity
 from energy_models.distribute import strategy_for
 from energy_models.scoring import auroc
 from energy_models.errors import UserError
@@ -379,7 +380,7 @@ def train_and_evaluate(config):
     start = time.perf_counter()
     history = model.fit(epoch_batches(train, config.batch_size, config.seed, initial_epoch),
                         epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                        callbacks=callbacks, shuffle=False, verbose=1)
+                        callbacks=callbacks, shuffle=False, verbose=progress_verbosity())
     seconds = time.perf_counter() - start
     epochs_run = len(history.history.get("loss", []))
     latest = checkpoint.latest()
