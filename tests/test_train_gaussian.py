@@ -103,6 +103,40 @@ def test_user_errors_become_one_line(capsys):
     assert err == "error: the precision matrix is not positive definite (smallest eigenvalue -1); refit\n"
 
 
+def test_interrupt_and_unhandled_write_failures_are_one_line(capsys, tmp_path):
+    """Ctrl-C says that re-running resumes; a write failure that no writer turned into a UserError (here a
+    real read-only file system is not needed: the OSError is what open() raises there) is one line."""
+    import errno
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    assert _cli.run_main(interrupted) == 130
+    assert capsys.readouterr().err == ("interrupted: outputs already written are complete (they are written "
+                                       "atomically); run the same command again to resume from the newest "
+                                       "checkpoint\n")
+
+    def full(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "runs" / "x.png"))
+
+    assert _cli.run_main(full) == 2
+    assert capsys.readouterr().err == (f"error: cannot write {tmp_path / 'runs' / 'x.png'} (No space left on "
+                                       f"device); free space on that disk or choose another folder (free space "
+                                       f"or choose other folders)\n")
+
+
+def test_help_gives_each_default_once_and_names_both_datasets():
+    from energy_models.experiments.gaussian import GaussianConfig
+
+    text = " ".join(_cli.parser_for(GaussianConfig, "python -m train.gaussian",
+                                    gaussian_cli.__doc__.splitlines()[0]).format_help().split())
+    assert "MNIST (Exercise 1) or to patches of photographs (Exercise 2)" in text
+    assert "(default: the rule of energy_models.estimators.cnce.choose_epsilon)" in text
+    assert "(default: None)" not in text
+    for flag_help in text.split(" --")[1:]:
+        assert flag_help.count("default") <= 1, flag_help
+
+
 def test_run_dir_holding_other_files_is_refused(tmp_path, capsys):
     (tmp_path / "thesis.tex").write_text("mine")
     code, _, err = run_cli(["--run-dir", str(tmp_path)], capsys)
@@ -160,6 +194,28 @@ def test_command_line_prints_exactly_one_line_on_bad_input(tmp_path):
     assert out.stderr.strip().splitlines() == [
         f"error: image source {tmp_path / 'missing'} does not exist; pass a folder, a glob pattern such "
         f"as 'photos/*.jpg', or an image file"]
+    # A half-made tensorflow-datasets folder: absl's "Variant folder ... has no dataset_info.json" used to
+    # come first (issue 18, item 14).
+    (tmp_path / "tfds" / "mnist" / "3.0.1").mkdir(parents=True)
+    out = subprocess.run([sys.executable, "-m", "train.gaussian", "--data-dir", str(tmp_path / "tfds"),
+                          "--run-dir", str(tmp_path / "r2"), "--export-dir", str(tmp_path / "m2")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: MNIST is not prepared in"), lines
+    # A skipped image is one "warning:" line (not Python's warning format with its source line), its size
+    # given as width x height.
+    from PIL import Image
+
+    (tmp_path / "photos").mkdir()
+    Image.new("L", (40, 20)).save(tmp_path / "photos" / "tiny.png")
+    out = subprocess.run([sys.executable, "-m", "train.gaussian", "--dataset", "patches", "--images",
+                          str(tmp_path / "photos"), "--run-dir", str(tmp_path / "r3")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 2, lines
+    assert lines[0] == (f"warning: skipping {tmp_path / 'photos' / 'tiny.png'}: 40x20 pixels (width x height) is "
+                        f"smaller than 28x28")
+    assert lines[1].startswith("error: no usable image in")
 
 
 @pytest.mark.parametrize("estimator", ["sm", "nce"])

@@ -410,19 +410,26 @@ def train_and_evaluate(config):
     return metrics
 
 
+# What each AUROC's other set is, in the printed summary.
+SET_NAMES = {"gaussian_samples": "samples of the fitted 4-neighbour grid Gaussian",
+             "full_gaussian_samples": "samples of the full-covariance Gaussian",
+             "mnist": "MNIST test digits"}
+
+
 def summary_lines(metrics):
     """The short human summary printed by the command line."""
     lines = [f"deep energy model, {metrics['method']} with {metrics['mcmc']}, whiten {metrics['whiten']}, "
              f"sigma {metrics['sigma']:g}: {metrics['n_train']} training patches in {metrics['seconds']:.0f} s "
              f"({metrics['patches_per_second']:.0f} patches/s)",
-             f"  held-out log p~ (pixel space, unnormalised): {metrics['heldout_log_prob_mean']:.1f} "
-             f"+- {metrics['heldout_log_prob_std']:.1f}"]
+             f"  held-out log p~ (pixel space, unnormalised): mean {metrics['heldout_log_prob_mean']:.1f}, "
+             f"standard deviation {metrics['heldout_log_prob_std']:.1f} over {metrics.get('n_eval', '?')} "
+             f"patches"]
     if metrics.get("log_z") is not None:
         lines.append(f"  log Z (NCE): {metrics['log_z']:.2f}; normalised held-out log p: "
                      f"{metrics['heldout_log_prob_mean'] - metrics['log_z']:.1f} nats per patch")
     for key in sorted(k for k in metrics if k.startswith("auroc_vs_")):
         name = key[len("auroc_vs_"):]
-        lines.append(f"  AUROC held-out patches vs {name.replace('_', ' ')}: {metrics[key]:.3f} "
-                     f"(fitted Gaussian: {metrics['gaussian_' + key]:.3f})")
+        lines.append(f"  AUROC held-out patches vs {SET_NAMES.get(name, name.replace('_', ' '))}: "
+                     f"{metrics[key]:.3f} (the fitted grid Gaussian's own: {metrics['gaussian_' + key]:.3f})")
     lines.append(f"  SavedModel: {metrics['export_dir']}")
     return lines
