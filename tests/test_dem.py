@@ -491,3 +491,19 @@ def test_summary_names_each_auroc_set_and_says_the_spread_is_a_standard_deviatio
     assert ("AUROC held-out patches vs samples of the fitted 4-neighbour grid Gaussian: 0.800 (the fitted grid "
             "Gaussian's own: 0.600)") in text
     assert "vs samples of the full-covariance Gaussian: 0.700" in text
+
+
+def test_rerunning_a_finished_run_reports_its_own_timings(trained, tmp_path):
+    """Issue 18, item 12: the same command on a finished run trains no epoch; its metrics keep the run's
+    seconds and patches/s instead of "0 s (0 patches/s)"."""
+    import dataclasses
+    import shutil
+
+    config, metrics = trained
+    run = tmp_path / "run"
+    shutil.copytree(config.run_dir, run, ignore=shutil.ignore_patterns("x.npy"))
+    again = dem.train_and_evaluate(dataclasses.replace(config, run_dir=str(run), export_dir=str(tmp_path / "m")))
+    assert again["resumed_from_epoch"] == config.epochs
+    assert (again["seconds"], again["patches_per_second"]) == (metrics["seconds"], metrics["patches_per_second"])
+    assert again["patches_per_second"] > 0 and again["timings_from"].startswith("the run that trained")
+    assert f"({metrics['patches_per_second']:.0f} patches/s)" in dem.summary_lines(again)[0]
