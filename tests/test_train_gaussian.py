@@ -244,3 +244,29 @@ def test_stochastic_estimators_run_on_patches(estimator, tmp_path, capsys):
         assert (again["seconds"], again["fit_seconds"]) == (metrics["seconds"], metrics["fit_seconds"])
         assert f"fitted in {metrics['seconds']:.1f} s" in out
         assert again["test_log_likelihood"] == pytest.approx(metrics["test_log_likelihood"], rel=1e-6)
+
+
+def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_elsewhere():
+    import io
+
+    from energy_models.console import progress_verbosity
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert progress_verbosity(Terminal()) == 1 and progress_verbosity(io.StringIO()) == 2
+    closed = io.StringIO()
+    closed.close()
+    assert progress_verbosity(closed) == 2
+
+
+def test_readme_and_requirements_point_only_inside_the_repository():
+    """Issue 18, item 16: a user has only the repository (no ../shared, no internal issue history)."""
+    from tests.conftest import ROOT
+
+    for name in ("README.md", "requirements.txt"):
+        text = (ROOT / name).read_text()
+        assert not re.search(r"(?<!\.)\.\./", text), name  # "runs/.../x" is an ellipsis, not a parent.
+        for outside in ("Issue 5", "the issue's", "data README"):
+            assert outside not in text, (name, outside)

@@ -8,7 +8,7 @@ from energy_models.errors import UserError
 from energy_models.whitening import mean_and_covariance
 
 
-def check_covariance(covariance, what, remedy):
+def check_covariance(covariance, what, remedy, rows=None):
     """Refuses, in one line, data a Gaussian cannot be fitted to: pixels that never vary, or rows that
     vary in fewer directions than they have pixels (constant or smooth images). The Gaussian's density
     needs a positive-definite covariance; without one the exact fit has no maximum and fails deep inside
@@ -18,6 +18,8 @@ def check_covariance(covariance, what, remedy):
       covariance: float64 [D, D], the training rows' covariance S.
       what: what the rows are, e.g. "the training patches".
       remedy: what to do, e.g. "use photographs with texture (--images)".
+      rows: how many rows S was computed from. With no more rows than pixels S is singular whatever the
+        images, and the grid's sparse pattern may still be fitted, so only the variances are checked.
 
     Raises:
       UserError: naming the number of constant pixels or the number of directions with variance.
@@ -27,6 +29,8 @@ def check_covariance(covariance, what, remedy):
     if flat:
         raise UserError(f"{what} have zero variance in {flat} of {len(variances)} pixels (e.g. constant "
                         f"images), so no Gaussian can be fitted; {remedy}")
+    if rows is not None and rows <= len(variances):
+        return
     eigenvalues = np.linalg.eigvalsh(covariance)
     # 1e-9 of the largest: 8-bit photographs keep a quantisation floor of about (1/255)^2 / 12 = 1.3e-6
     # in every direction (1e-5 of the largest eigenvalue of the bundled photographs' patches).
@@ -69,7 +73,7 @@ class ArrayData:
         if self._covariance is None:
             covariance = mean_and_covariance(self.train_pixels)[1]
             check_covariance(covariance, "the training rows", "use photographs with texture (--images), or "
-                             "other images")
+                             "other images", rows=len(self.train_pixels))
             self._covariance = covariance
         return self._covariance
 

@@ -182,7 +182,7 @@ class FittedGaussian:
         from energy_models.data.arrays import check_covariance
 
         mean, cov = mean_and_covariance(x)
-        check_covariance(cov, "the training patches", "use photographs with texture (--images)")
+        check_covariance(cov, "the training patches", "use photographs with texture (--images)", len(x))
         side = math.isqrt(len(mean))
         if side * side != len(mean):
             raise UserError(f"patches have {len(mean)} pixels, not a square number; the fitted grid "
