@@ -21,8 +21,9 @@ from energy_models.errors import UserError
 
 _RUN_FILES = {"config.json", "metrics.json", "figures", "train", "eval", "validation", "checkpoints",
               "patches.npz"}
-# Temporary files of the atomic writers below and of `PatchSet.save`, left behind by a kill.
-_RUN_TEMPORARY = re.compile(r"^\.(config\.json|metrics\.json|patches\.npz)\..*tmp")
+# Temporary files of the atomic writers below, of `PatchSet.save` and of `check_writable`, left behind by a
+# kill.
+_RUN_TEMPORARY = re.compile(r"^\.((config\.json|metrics\.json|patches\.npz)\..*tmp|write-test-)")
 
 # What to do about a failed write, by errno: the one line a user gets instead of a traceback.
 _WRITE_ADVICE = {errno.ENOSPC: "free space on that disk or choose another folder",

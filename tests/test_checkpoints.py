@@ -261,3 +261,21 @@ def test_a_kill_during_export_leaves_no_directory_that_loads_as_a_model(tmp_path
                                      "--figures-dir", str(tmp_path / "figs")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "cannot load a SavedModel from" in err[0]
+
+
+def test_a_run_folder_with_a_killed_writers_temporary_is_still_recognised(tmp_path):
+    """What a kill leaves in a run folder (a writer's temporary file) is the run's own, not the user's; the
+    refusal of foreign files (which --overwrite does not lift) is not triggered by it."""
+    from energy_models import rundir
+
+    run = tmp_path / "run"
+    rundir.start_or_resume(run, {"epochs": 4})
+    for name in (".config.json.tmp-deadbeef", ".patches.npz.123.abcd1234.tmp", ".write-test-0123abcd"):
+        (run / name).write_text("half")
+    rundir.start_or_resume(run, {"epochs": 4})
+    (run / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(UserError, match=r"holds other files \(notes.txt\); choose another --run-dir "
+                                            r"\(--overwrite replaces only a run folder's own files\)"):
+            rundir.start_or_resume(run, {"epochs": 4}, overwrite=overwrite)
+    assert (run / "notes.txt").read_text() == "mine"
