@@ -33,11 +33,12 @@ _WRITE_ADVICE = {errno.ENOSPC: "free space on that disk or choose another folder
                  errno.EPERM: "make it writable or choose another folder"}
 
 
-def write_error(path, error, flag):
-    """A one-line `UserError` for an `OSError` raised while writing `path` (what failed, what to do)."""
+def write_error(path, error, flag=None):
+    """A one-line `UserError` for an `OSError` raised while writing `path` (what failed, what to do,
+    and the flag that chooses the folder, when there is one)."""
     reason = error.strerror or str(error).splitlines()[0]
     advice = _WRITE_ADVICE.get(error.errno, "check the folder")
-    return UserError(f"cannot write {path} ({reason}); {advice} ({flag})")
+    return UserError(f"cannot write {path} ({reason}); {advice}" + (f" ({flag})" if flag else ""))
 
 
 def check_writable(path, flag):
@@ -80,7 +81,7 @@ def write_json_atomically(path, data):
         os.replace(tmp, path)
     except OSError as error:
         tmp.unlink(missing_ok=True)
-        raise write_error(path, error, "the folder of this file") from None
+        raise write_error(path, error) from None
     return str(path)
 
 

@@ -312,3 +312,19 @@ def test_an_oversized_request_is_refused_in_one_line_before_allocating(tmp_path,
     code, err = _run(dem_cli.main, argv, capsys)
     assert code == 2 and "--num-patches 1000000000 needs about 9.41 TB of memory" in err
     assert not (tmp_path / "r").exists() and not (tmp_path / "m").exists()
+
+
+def test_a_json_write_on_a_full_disk_is_one_line_and_keeps_the_old_file(tmpfs):
+    """metrics.json, config.json and score --json on a full file system (a real 8 KB tmpfs)."""
+    from energy_models import rundir
+    from energy_models.errors import UserError
+
+    disk = tmpfs("8k")
+    path = disk / "metrics.json"
+    rundir.write_json_atomically(path, {"seconds": 1.0})
+    before = snapshot(disk)
+    with pytest.raises(UserError) as raised:
+        rundir.write_json_atomically(path, {"x": "y" * 50_000})
+    assert str(raised.value) == (f"cannot write {path} (No space left on device); free space on that disk or "
+                                 "choose another folder")
+    assert snapshot(disk) == before  # The old file, and no temporary left behind.

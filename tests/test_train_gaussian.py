@@ -121,8 +121,7 @@ def test_interrupt_and_unhandled_write_failures_are_one_line(capsys, tmp_path):
 
     assert _cli.run_main(full) == 2
     assert capsys.readouterr().err == (f"error: cannot write {tmp_path / 'runs' / 'x.png'} (No space left on "
-                                       f"device); free space on that disk or choose another folder (free space "
-                                       f"or choose other folders)\n")
+                                       f"device); free space on that disk or choose another folder\n")
 
 
 def test_help_gives_each_default_once_and_names_both_datasets():

@@ -122,8 +122,7 @@ def run_main(main, argv=None):
             raise
         from energy_models.rundir import write_error
 
-        print(f"error: {write_error(e.filename or 'a file', e, 'free space or choose other folders')}",
-              file=sys.stderr)
+        print(f"error: {write_error(e.filename or 'a file', e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: outputs already written are complete (they are written atomically); run the "
