@@ -23,7 +23,8 @@ PATCH_SIZE = 28
 # the training rows (tf.data, whitening) and the float64 rows of the covariance pass (chunked, counted once).
 PEAK_COPIES = 3
 # What to do about a missing or damaged patch file, said to a command-line user.
-_RECREATE = "re-create it with python -m train.gaussian --dataset patches --images PHOTOS (it writes RUN_DIR/patches.npz)"
+_RECREATE = ("re-create it with python -m train.gaussian --dataset patches --images PHOTOS (it writes "
+             "RUN_DIR/patches.npz)")
 
 # Written into every patch file so that any other .npz is recognised as "not a patch file".
 PATCH_FILE_FORMAT = "energy_models.patch_set.v1"
@@ -297,7 +298,8 @@ def _read(path) -> Union[np.ndarray, dict]:
         hint = f"pass {inside}" if inside.is_file() else "pass the patches.npz inside a run folder"
         raise UserError(f"patch file {path} is a folder; {hint}")
     if not Path(path).is_file():
-        raise UserError(f"patch file {path} does not exist; check the path, or {_RECREATE.replace('re-create it', 'create one')}")
+        create = _RECREATE.replace("re-create it", "create one")
+        raise UserError(f"patch file {path} does not exist; check the path, or {create}")
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
