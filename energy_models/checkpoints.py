@@ -18,6 +18,7 @@ import math
 import os
 import pathlib
 import re
+import sys
 import time
 import uuid
 
@@ -62,13 +63,34 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         return found[-1] if found else None
 
     def restore(self, model):
-        """Loads the newest checkpoint into `model` (and its optimiser); returns its epoch (0: none)."""
-        latest = self.latest()
-        if latest is None:
+        """Loads the newest readable checkpoint into `model` (and its optimiser); returns its epoch (0:
+        none).
+
+        A checkpoint that cannot be read (truncated by a full disk, damaged by a copy) is moved aside to
+        NAME.unreadable, with a one-line warning on stderr naming it, and the next older one is tried,
+        so the run resumes from the newest good state and the bad file is kept for inspection.
+
+        Raises:
+          UserError: checkpoints exist but none of them is readable.
+        """
+        from energy_models.errors import UserError
+
+        found = self.checkpoints()
+        if not found:
             return 0
         _build_optimizer(model)  # Its variables must exist to be loaded.
-        model.load_weights(str(latest[1]))
-        return latest[0]
+        for epoch, path in reversed(found):
+            try:
+                model.load_weights(str(path))
+                return epoch
+            except Exception as error:  # h5py and Keras raise OSError, ValueError, KeyError, ...
+                aside = path.with_name(path.name + ".unreadable")
+                os.replace(path, aside)
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                print(f"warning: checkpoint {path} is unreadable ({type(error).__name__}: {reason}); moved "
+                      f"it to {aside.name} and resuming from an older checkpoint", file=sys.stderr)
+        raise UserError(f"no checkpoint in {self.directory} is readable (moved aside as *.unreadable); "
+                        f"pass --overwrite to start the run again")
 
     def save(self, epoch):
         """Writes the state after `epoch` epochs; returns False (and writes nothing) if it is not finite."""

@@ -80,34 +80,72 @@ def gaussian_module(model, info):
     return GaussianModule(np.asarray(model.mu), model.precision_dense(), info)
 
 
-def check_export_target(path, overwrite=False):
-    """Refuses a target that exists and is neither empty nor a SavedModel, unless `overwrite`.
+# Written beside saved_model.pb by `save_atomically`: the settings of the command that made the model,
+# so that a later command with other settings does not silently replace it. tf.saved_model.load ignores
+# files it does not know.
+SETTINGS_FILE = "energy_models_settings.json"
+
+
+def _is_saved_model(path):
+    return (path / "saved_model.pb").is_file()
+
+
+def check_export_target(path, overwrite=False, settings=None, defaults=None):
+    """Refuses a target that would lose something the user has, and one that cannot be written.
+
+    * A file, or a non-empty folder that is not a SavedModel: always refused (`overwrite` replaces only
+      a SavedModel, never a folder of the user's own files).
+    * A SavedModel: replaced when `overwrite`, or when `settings` (a dict) equal the settings recorded
+      in it by `save_atomically` (the same command again); refused otherwise.
 
     Raises:
-      UserError: when `path` holds something else.
+      UserError: one line saying what is there and what to do.
     """
+    from energy_models import rundir
+
     path = pathlib.Path(path)
-    if not path.exists() or overwrite:
-        return
-    if path.is_file() or (any(path.iterdir()) and not (path / "saved_model.pb").exists()):
-        raise UserError(f"export directory {path} exists and holds something other than a SavedModel; "
-                        f"choose another --export-dir or pass --overwrite")
+    if path.is_file() or (path.is_dir() and any(path.iterdir()) and not _is_saved_model(path)):
+        mine = "" if path.is_file() else f" ({', '.join(sorted(p.name for p in path.iterdir())[:3])})"
+        raise UserError(f"export directory {path} exists and holds something other than a SavedModel{mine}; "
+                        f"choose another --export-dir (--overwrite replaces only a SavedModel)")
+    if _is_saved_model(path) and not overwrite and settings is not None:
+        recorded = path / SETTINGS_FILE
+        if not recorded.is_file():
+            raise UserError(f"export directory {path} holds a SavedModel whose settings are not recorded; "
+                            f"pass --overwrite to replace it or choose another --export-dir")
+        old = rundir.read_json(recorded, "the model's settings file", "pass --overwrite to replace the "
+                               "model or choose another --export-dir")
+        difference = rundir.first_difference(old, settings, defaults)
+        if difference:
+            k, was, now = difference
+            raise UserError(f"export directory {path} holds a model made with other settings "
+                            f"({k.replace('_', '-')}: {was} there, {now} now); pass --overwrite to replace "
+                            f"it or choose another --export-dir")
+    rundir.check_writable(path, "--export-dir")
 
 
-def save_atomically(module, path, overwrite=False):
+def save_atomically(module, path, overwrite=False, settings=None, defaults=None):
     """`tf.saved_model.save(module, path)`, written under a temporary name and renamed into place.
 
-    An existing SavedModel at `path` is replaced only once the new one is complete.
+    An existing SavedModel at `path` is replaced only once the new one is complete; `settings` are
+    recorded beside it (SETTINGS_FILE; without them, those of the model replaced are kept). A failed
+    write (full disk, read-only folder) leaves the old model as it was.
 
     Raises:
-      UserError: see `check_export_target`.
+      UserError: see `check_export_target`; or the write failed (one line: what to free or change).
     """
+    from energy_models import rundir
+
     path = pathlib.Path(path)
-    check_export_target(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_export_target(path, overwrite, settings, defaults)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         tf.saved_model.save(module, str(tmp))
+        if settings is not None:
+            rundir.write_json_atomically(tmp / SETTINGS_FILE, settings)
+        elif (path / SETTINGS_FILE).is_file():
+            shutil.copy2(path / SETTINGS_FILE, tmp / SETTINGS_FILE)
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(path, old)
@@ -115,6 +153,16 @@ def save_atomically(module, path, overwrite=False):
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+    except OSError as error:
+        raise rundir.write_error(path, error, "--export-dir; the model there is unchanged") from None
+    except UserError as error:  # write_json_atomically's, about the temporary folder.
+        raise UserError(f"cannot write the SavedModel {path}: {error}") from None
+    except tf.errors.OpError as error:
+        # TensorFlow's file system raises its own errors: ResourceExhausted (disk full),
+        # PermissionDenied, FailedPrecondition (read-only file system), ...
+        reason = error.message.splitlines()[0] if error.message else type(error).__name__
+        raise UserError(f"cannot write the SavedModel {path} ({type(error).__name__}: {reason}); free "
+                        f"space or choose another --export-dir; the model there is unchanged") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return str(path)

@@ -59,6 +59,8 @@ def load_model(path):
 def check_rows(x, dim, what):
     """float32 [n, dim] rows with finite values, or a one-line `UserError` naming `what`."""
     x = np.asarray(x)
+    if x.ndim == 2 and len(x) == 0:
+        raise UserError(f"{what} is empty (shape {x.shape}); pass a set with at least one row")
     if x.ndim != 2 or x.shape[1] != dim:
         features = x.shape[1] if x.ndim == 2 else "x".join(map(str, x.shape))
         raise UserError(f"{what} has {features} features, but the model expects {dim}")
@@ -66,6 +68,17 @@ def check_rows(x, dim, what):
         bad = int(np.sum(~np.all(np.isfinite(x), axis=1)))
         raise UserError(f"{what} contains NaN or infinite values in {bad} rows; clean the data first")
     return x.astype(np.float32, copy=False)
+
+
+def checked_scores(scores, x, what, model_path):
+    """`scores` when every one is finite, else a one-line `UserError` saying which rows and why."""
+    bad = ~np.isfinite(scores)
+    if bad.any():
+        low, high = float(np.min(x)), float(np.max(x))
+        raise UserError(f"{model_path} gives a non-finite log p for {int(bad.sum())} of {len(scores)} rows of "
+                        f"{what} (values range {low:.3g} to {high:.3g}; models expect raw pixels in [0, 1]); "
+                        f"check the data's scale")
+    return scores
 
 
 def score_samples(model, x, batch_size=16384, normalised=True):

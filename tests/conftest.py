@@ -28,3 +28,35 @@ def checkpoint_arrays(path):
         f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset)
                      else None)
     return out
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """mount(size, read_only=False) -> a fresh tmpfs folder under tmp_path: a real full or read-only file
+    system for write-failure tests. Running as root, a chmod'ed folder is still writable, so a mount is
+    the only honest read-only folder; skipped where mounting is not allowed (the monkeypatched tests
+    beside these still run)."""
+    import subprocess
+
+    mounted = []
+
+    def mount(size, read_only=False):
+        folder = tmp_path / f"tmpfs{len(mounted)}"
+        folder.mkdir()
+        options = f"size={size}" + (",ro" if read_only else "")
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                                capture_output=True)
+        if result.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here (needs root)")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def snapshot(folder):
+    """{relative path: bytes} of every file under `folder`: to assert that nothing there changed."""
+    folder = pathlib.Path(folder)
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -45,6 +45,34 @@ def test_checkpoints_are_whole_files_named_by_epoch_and_only_the_newest_are_kept
     assert not checkpoint.save(6) and checkpoint.latest()[0] == 5  # A non-finite state is never saved.
 
 
+def test_a_truncated_newest_checkpoint_falls_back_to_the_older_one_with_one_warning(tmp_path, capsys):
+    """Issue 18, item 6: the newest file cut short (a full disk, a bad copy) is moved aside with one
+    warning line naming it, and the run resumes from the older checkpoint; none readable: one line."""
+    model = _dense_model()
+    checkpoint = TrainingCheckpoint(tmp_path / "ckpt", keep=2)
+    checkpoint.set_model(model)
+    checkpoint.save(1)
+    older = [w.numpy().copy() for w in model.weights]
+    model.weights[0].assign(np.ones((3, 2), np.float32))
+    checkpoint.save(2)
+    newest = tmp_path / "ckpt" / "epoch-000002.weights.h5"
+    newest.write_bytes(newest.read_bytes()[:700])
+    model.weights[0].assign(np.full((3, 2), 7.0, np.float32))
+    assert checkpoint.restore(model) == 1
+    for w, s in zip(model.weights, older):
+        np.testing.assert_array_equal(w.numpy(), s)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: checkpoint {newest} is unreadable (")
+    assert err[0].endswith("moved it to epoch-000002.weights.h5.unreadable and resuming from an older checkpoint")
+    assert (tmp_path / "ckpt" / "epoch-000002.weights.h5.unreadable").stat().st_size == 700
+    assert checkpoint.latest()[0] == 1
+    oldest = tmp_path / "ckpt" / "epoch-000001.weights.h5"
+    oldest.write_bytes(b"")
+    with pytest.raises(UserError, match=r"no checkpoint in .*ckpt is readable \(moved aside as \*.unreadable\); "
+                                        r"pass --overwrite to start the run again"):
+        checkpoint.restore(model)
+
+
 def test_divergence_guard_names_the_step_restores_and_freezes_the_checkpoint(tmp_path):
     model = _dense_model()
     checkpoint = TrainingCheckpoint(tmp_path / "ckpt")
@@ -238,3 +266,21 @@ def test_a_kill_during_export_leaves_no_directory_that_loads_as_a_model(tmp_path
                                      "--figures-dir", str(tmp_path / "figs")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "cannot load a SavedModel from" in err[0]
+
+
+def test_a_run_folder_with_a_killed_writers_temporary_is_still_recognised(tmp_path):
+    """What a kill leaves in a run folder (a writer's temporary file) is the run's own, not the user's; the
+    refusal of foreign files (which --overwrite does not lift) is not triggered by it."""
+    from energy_models import rundir
+
+    run = tmp_path / "run"
+    rundir.start_or_resume(run, {"epochs": 4})
+    for name in (".config.json.tmp-deadbeef", ".patches.npz.123.abcd1234.tmp", ".write-test-0123abcd"):
+        (run / name).write_text("half")
+    rundir.start_or_resume(run, {"epochs": 4})
+    (run / "notes.txt").write_text("mine")
+    for overwrite in (False, True):
+        with pytest.raises(UserError, match=r"holds other files \(notes.txt\); choose another --run-dir "
+                                            r"\(--overwrite replaces only a run folder's own files\)"):
+            rundir.start_or_resume(run, {"epochs": 4}, overwrite=overwrite)
+    assert (run / "notes.txt").read_text() == "mine"

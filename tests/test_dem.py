@@ -475,3 +475,35 @@ def test_exercise_filters_figure_puts_each_runs_filters_in_one_grey_panel(tmp_pa
     two, still_two, one = (Image.open(tmp_path / f"{n}.png") for n in ("two", "still_two", "one"))
     assert two.mode == "L" and two.size == still_two.size
     assert two.size[0] > 1.7 * one.size[0]
+
+
+def test_summary_names_each_auroc_set_and_says_the_spread_is_a_standard_deviation():
+    """Issue 18, item 14: "gaussian samples" named as the fitted grid Gaussian's, and +- spelled out."""
+    from energy_models.experiments.dem import summary_lines
+
+    metrics = {"method": "cd", "mcmc": "mala", "whiten": "zca", "sigma": 1.0, "n_train": 100, "seconds": 10.0,
+               "patches_per_second": 10.0, "heldout_log_prob_mean": 5.0, "heldout_log_prob_std": 2.0,
+               "n_eval": 50, "auroc_vs_gaussian_samples": 0.8, "gaussian_auroc_vs_gaussian_samples": 0.6,
+               "auroc_vs_full_gaussian_samples": 0.7, "gaussian_auroc_vs_full_gaussian_samples": 0.6,
+               "export_dir": "m"}
+    text = "\n".join(summary_lines(metrics))
+    assert "mean 5.0, standard deviation 2.0 over 50 patches" in text and "+-" not in text
+    assert ("AUROC held-out patches vs samples of the fitted 4-neighbour grid Gaussian: 0.800 (the fitted grid "
+            "Gaussian's own: 0.600)") in text
+    assert "vs samples of the full-covariance Gaussian: 0.700" in text
+
+
+def test_rerunning_a_finished_run_reports_its_own_timings(trained, tmp_path):
+    """Issue 18, item 12: the same command on a finished run trains no epoch; its metrics keep the run's
+    seconds and patches/s instead of "0 s (0 patches/s)"."""
+    import dataclasses
+    import shutil
+
+    config, metrics = trained
+    run = tmp_path / "run"
+    shutil.copytree(config.run_dir, run, ignore=shutil.ignore_patterns("x.npy"))
+    again = dem.train_and_evaluate(dataclasses.replace(config, run_dir=str(run), export_dir=str(tmp_path / "m")))
+    assert again["resumed_from_epoch"] == config.epochs
+    assert (again["seconds"], again["patches_per_second"]) == (metrics["seconds"], metrics["patches_per_second"])
+    assert again["patches_per_second"] > 0 and again["timings_from"].startswith("the run that trained")
+    assert f"({metrics['patches_per_second']:.0f} patches/s)" in dem.summary_lines(again)[0]

@@ -67,9 +67,12 @@ def test_indefinite_precision_errors_everywhere_it_matters(tmp_path):
 
 def test_export_target_holding_other_files_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    with pytest.raises(UserError, match="holds something other than a SavedModel; choose another"):
+    """Refused with and without --overwrite, which replaces only a SavedModel (issue 18, item 2)."""
+    with pytest.raises(UserError, match=r"holds something other than a SavedModel \(notes.txt\); choose another"):
         export.check_export_target(tmp_path)
-    export.check_export_target(tmp_path, overwrite=True)
+    with pytest.raises(UserError, match=r"--overwrite replaces only a SavedModel"):
+        export.check_export_target(tmp_path, overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 FRESH_PROCESS = r"""

@@ -122,7 +122,7 @@ def test_bad_files_are_skipped_with_a_warning_naming_them(tmp_path):
     messages = " | ".join(str(w.message) for w in record)
     assert "text.png: not a readable image" in messages
     assert "truncated.png: not a readable image" in messages
-    assert "small.png: 20x30 pixels is smaller than 28x28" in messages
+    assert "small.png: 30x20 pixels (width x height) is smaller than 28x28" in messages
 
 
 def test_nothing_usable_raises_after_warnings(tmp_path):
@@ -193,6 +193,9 @@ def test_heldout_split_is_whole_images_and_proportional(tmp_path):
     (dict(num_patches=0), "num_patches must be a positive whole number, got 0"),
     (dict(num_patches=10, heldout_fraction=1.0), r"heldout_fraction must be in \[0, 1\), got 1.0"),
     (dict(num_patches=10, heldout_images=2), "cannot hold out 2 of 2 usable images"),
+    (dict(num_patches=10, heldout_fraction=0.5, heldout_images=["img01.png"]),
+     r"the held-out split \(6 patches from 1 image\(s\)\) would be larger than the training split \(4 patches "
+     r"from 1 image\(s\)\); lower --heldout-fraction \(now 0.5\) or add images"),
     (dict(num_patches=10, heldout_images=["nope.png"]), "held-out image nope.png is not among"),
 ])
 def test_bad_patch_set_arguments_raise(tmp_path, kwargs, match):
@@ -240,12 +243,16 @@ def broken_files(tmp_path):
     ("nan.npz", "heldout in .*nan.npz contains 1 NaN or inf values"),
     ("narrow.npy", "has 100 features, but 784 .28x28 patches. are expected"),
     ("ints.npy", "dtype uint8, but float patches of shape"),
-    ("other.npz", "other.npz is not a patch file written by PatchSet.save"),
+    ("other.npz", "other.npz is not a patch file written by this project; re-create it with python -m "
+                  "train.gaussian --dataset patches --images PHOTOS"),
+    ("folder", r"patch file .*folder is a folder; pass .*folder/patches.npz$"),
     ("damaged.npz", r"damaged.npz is a damaged patch file \('heldout_positions' is not of shape \[5, 3\]\)"),
     ("text.npz", "text.npz is not a patch file"),
 ])
 def test_bad_patch_files_raise(tmp_path, name, match):
     broken_files(tmp_path)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "patches.npz").write_bytes(b"")
     with pytest.raises(UserError, match=match):
         load_patch_array(tmp_path / name)
 

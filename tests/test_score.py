@@ -59,7 +59,16 @@ def test_score_table_and_json(gaussian_model_dir, tmp_path, capsys):
                                                              abs=2.0)
     assert rows["gaussian-samples"]["auroc_vs_first"] < 0.01
     assert (tmp_path / "log_p_gaussian.png").stat().st_size > 1000
-    assert "AUROC vs first" in out and "gaussian-samples" in out
+    assert "(AUROC: P(log p of patches:near.npy, the first set named, > log p of the row's set))" in out
+    # Issue 18, item 13: the reference is the first set on the command line, whatever its kind.
+    code, out, err = run_cli(["--model", gaussian_model_dir, "--gaussian-samples", gaussian_model_dir,
+                              "--patches", str(tmp_path / "near.npy"), "--num-patches", "300",
+                              "--json", str(tmp_path / "s.json"), "--figures-dir", str(tmp_path)], capsys)
+    assert code == 0, err
+    entry = json.loads((tmp_path / "s.json").read_text())["models"][0]
+    assert entry["auroc_reference"] == "gaussian-samples" and entry["sets"][0]["set"] == "gaussian-samples"
+    assert entry["sets"][1]["auroc_vs_first"] == pytest.approx(1 - rows["gaussian-samples"]["auroc_vs_first"])
+    assert "log p of gaussian-samples, the first set named" in out and "reference" in out
 
 
 def test_score_in_fresh_process(gaussian_model_dir, tmp_path):
@@ -81,6 +90,8 @@ def test_bad_inputs_give_one_line(gaussian_model_dir, tmp_path, capsys):
     nan = np.zeros((5, 784), np.float32)
     nan[2, 3] = np.nan
     np.save(tmp_path / "nan.npy", nan)
+    np.save(tmp_path / "empty.npy", np.zeros((0, 784), np.float32))
+    np.save(tmp_path / "huge.npy", np.full((5, 784), 1e30, np.float32))
     cases = [
         (["--model", str(tmp_path / "foreign"), "--patches", str(tmp_path / "narrow.npy")],
          "is a SavedModel but not an energy_models model: it lacks log_prob"),
@@ -89,6 +100,15 @@ def test_bad_inputs_give_one_line(gaussian_model_dir, tmp_path, capsys):
         (["--model", gaussian_model_dir, "--patches", str(tmp_path / "narrow.npy")], "100"),
         (["--model", gaussian_model_dir, "--patches", str(tmp_path / "nan.npy")], "NaN"),
         (["--model", gaussian_model_dir], "nothing to do"),
+        (["--model", gaussian_model_dir, "--patches", str(tmp_path / "empty.npy")],
+         "set patches:empty.npy is empty (shape (0, 784)); pass a set with at least one row"),
+        (["--model", gaussian_model_dir, "--patches", str(tmp_path / "huge.npy")],
+         f"{gaussian_model_dir} gives a non-finite log p for 5 of 5 rows of set patches:huge.npy (values range "
+         "1e+30 to 1e+30; models expect raw pixels in [0, 1]); check the data's scale"),
+        (["--model", gaussian_model_dir, "--images", "x", "--num-patches", "1000000000"],
+         "--num-patches 1000000000 needs about 6.27 TB of memory"),
+        (["--model", gaussian_model_dir, "--patches", str(tmp_path / "nan.npy"), "--mnist-noise", "0.1"],
+         "--mnist-noise does nothing here: it applies only with --mnist"),
         (["--patches", str(tmp_path / "nan.npy")], "no model given; pass --model DIR"),
     ]
     for argv, message in cases:
@@ -125,6 +145,66 @@ def test_ais_stores_log_z_in_an_unnormalised_model(tmp_path, capsys):
     x = np.full((3, 784), 0.5, np.float32)
     np.testing.assert_allclose(reloaded.module.log_prob(x).numpy(), model.log_prob(x), atol=0.5)
     assert "AIS log Z: forward" in out and "agree" in out
+
+
+def _ais_estimate(gap, steps=50, chains=16, log_z=-700.0):
+    return {"log_z_forward": log_z, "stderr_forward": 0.1, "log_z_reverse": log_z + gap, "stderr_reverse": 0.1,
+            "gap": gap, "acceptance": 0.6, "converged": abs(gap) <= 1.0, "steps": steps, "chains": chains,
+            "log_z_stored": None, "seconds": 1.0}
+
+
+def test_ais_stores_only_an_estimate_whose_directions_agree_and_replaces_only_a_worse_one(
+        tmp_path, capsys, monkeypatch):
+    """Issue 18, item 3, through the command line; AIS itself is replaced by given estimates (its
+    accuracy is tested above), so that the decision and what is on disk are what is tested."""
+    from energy_models.experiments import score as score_lib
+    from tests.conftest import snapshot
+
+    model = GridGaussian(28, 28, 4, diagonal_init=100.0)
+    loaded = tf.saved_model.load(export.save_atomically(export.gaussian_module(model, {}), tmp_path / "g"))
+    path = export.save_atomically(export.NormalisedModule(loaded, np.nan, {"kind": "test", "log_z": None}),
+                                  tmp_path / "u")
+    argv = ["--model", path, "--ais-steps", "50", "--figures-dir", str(tmp_path)]
+
+    def run(estimate):
+        monkeypatch.setattr(score_lib, "run_ais", lambda model, config: dict(estimate))
+        code, out, err = run_cli(argv, capsys)
+        assert code == 0, err
+        return out
+
+    before = snapshot(path)
+    out = run(_ais_estimate(gap=3.2))
+    assert "DISAGREE" in out and "AIS log Z not stored: forward and reverse differ by 3.20 nats (> 1); re-run " \
+                                 "with more --ais-steps (now 50)" in out
+    assert snapshot(path) == before and not scoring.load_model(path).normalised
+    out = run(_ais_estimate(gap=0.4, log_z=-701.0))
+    assert "AIS log Z stored in the model folder (it had no log Z)" in out
+    assert scoring.load_model(path).info["log_z"] == pytest.approx(-701.0)
+    out = run(_ais_estimate(gap=0.2, log_z=-702.0))  # As much work: the stored estimate stays.
+    assert "not stored: the model's log Z -701.00 came from as many or more AIS steps x chains (50 x 16)" in out
+    out = run(_ais_estimate(gap=0.1, steps=200, log_z=-703.0))
+    assert "stored in the model folder (replaces the estimate of 50 steps x 16 chains)" in out
+    info = scoring.load_model(path).info
+    assert info["log_z"] == pytest.approx(-703.0) and info["log_z_steps"] == 200
+    exact = export.save_atomically(export.gaussian_module(model, {}), tmp_path / "exact")
+    argv[1] = exact
+    assert "not stored: the model keeps its own log Z (analytic)" in run(_ais_estimate(gap=0.0))
+
+
+def test_mnist_noise_scores_the_digits_train_gaussian_evaluates(gaussian_model_dir, tmp_path, capsys,
+                                                                tfds_data_dir):
+    """--mnist-noise 0.1 scores exactly train.gaussian's noisy test digits (same draw for the same --seed)."""
+    from energy_models.data.mnist import load_noisy_mnist
+
+    code, out, err = run_cli(["--model", gaussian_model_dir, "--mnist", "test", "--mnist-noise", "0.1",
+                              "--num-patches", "500", "--data-dir", tfds_data_dir, "--seed", "3",
+                              "--json", str(tmp_path / "s.json"), "--figures-dir", str(tmp_path)], capsys)
+    assert code == 0, err
+    row = json.loads((tmp_path / "s.json").read_text())["models"][0]["sets"][0]
+    noisy = load_noisy_mnist(0.1, 3, tfds_data_dir).test[:500]
+    expected = scoring.score_samples(scoring.load_model(gaussian_model_dir), noisy)
+    assert row["set"] == "mnist-test+noise0.1" and row["n"] == 500
+    assert row["mean"] == pytest.approx(np.mean(expected), rel=1e-6)
 
 
 def test_mode_search_increases_log_p_monotonically():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -102,6 +103,39 @@ def test_user_errors_become_one_line(capsys):
     assert err == "error: the precision matrix is not positive definite (smallest eigenvalue -1); refit\n"
 
 
+def test_interrupt_and_unhandled_write_failures_are_one_line(capsys, tmp_path):
+    """Ctrl-C says that re-running resumes; a write failure that no writer turned into a UserError (here a
+    real read-only file system is not needed: the OSError is what open() raises there) is one line."""
+    import errno
+
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    assert _cli.run_main(interrupted) == 130
+    assert capsys.readouterr().err == ("interrupted: outputs already written are complete (they are written "
+                                       "atomically); run the same command again to resume from the newest "
+                                       "checkpoint\n")
+
+    def full(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "runs" / "x.png"))
+
+    assert _cli.run_main(full) == 2
+    assert capsys.readouterr().err == (f"error: cannot write {tmp_path / 'runs' / 'x.png'} (No space left on "
+                                       f"device); free space on that disk or choose another folder\n")
+
+
+def test_help_gives_each_default_once_and_names_both_datasets():
+    from energy_models.experiments.gaussian import GaussianConfig
+
+    text = " ".join(_cli.parser_for(GaussianConfig, "python -m train.gaussian",
+                                    gaussian_cli.__doc__.splitlines()[0]).format_help().split())
+    assert "MNIST (Exercise 1) or to patches of photographs (Exercise 2)" in text
+    assert "(default: the rule of energy_models.estimators.cnce.choose_epsilon)" in text
+    assert "(default: None)" not in text
+    for flag_help in text.split(" --")[1:]:
+        assert flag_help.count("default") <= 1, flag_help
+
+
 def test_run_dir_holding_other_files_is_refused(tmp_path, capsys):
     (tmp_path / "thesis.tex").write_text("mine")
     code, _, err = run_cli(["--run-dir", str(tmp_path)], capsys)
@@ -159,6 +193,28 @@ def test_command_line_prints_exactly_one_line_on_bad_input(tmp_path):
     assert out.stderr.strip().splitlines() == [
         f"error: image source {tmp_path / 'missing'} does not exist; pass a folder, a glob pattern such "
         f"as 'photos/*.jpg', or an image file"]
+    # A half-made tensorflow-datasets folder: absl's "Variant folder ... has no dataset_info.json" used to
+    # come first (issue 18, item 14).
+    (tmp_path / "tfds" / "mnist" / "3.0.1").mkdir(parents=True)
+    out = subprocess.run([sys.executable, "-m", "train.gaussian", "--data-dir", str(tmp_path / "tfds"),
+                          "--run-dir", str(tmp_path / "r2"), "--export-dir", str(tmp_path / "m2")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: MNIST is not prepared in"), lines
+    # A skipped image is one "warning:" line (not Python's warning format with its source line), its size
+    # given as width x height.
+    from PIL import Image
+
+    (tmp_path / "photos").mkdir()
+    Image.new("L", (40, 20)).save(tmp_path / "photos" / "tiny.png")
+    out = subprocess.run([sys.executable, "-m", "train.gaussian", "--dataset", "patches", "--images",
+                          str(tmp_path / "photos"), "--run-dir", str(tmp_path / "r3")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    lines = out.stderr.strip().splitlines()
+    assert out.returncode == 2 and len(lines) == 2, lines
+    assert lines[0] == (f"warning: skipping {tmp_path / 'photos' / 'tiny.png'}: 40x20 pixels (width x height) is "
+                        f"smaller than 28x28")
+    assert lines[1].startswith("error: no usable image in")
 
 
 @pytest.mark.parametrize("estimator", ["sm", "nce"])
@@ -166,9 +222,50 @@ def test_stochastic_estimators_run_on_patches(estimator, tmp_path, capsys):
     photos = os.environ.get("ENERGY_MODELS_TEST_PHOTOS") or None
     argv = ["--dataset", "patches", "--num-patches", "3000", "--estimator", estimator, "--epochs", "1",
             "--run-dir", str(tmp_path / "run"), "--export-dir", str(tmp_path / "model")]
-    code, out, err = run_cli(argv + (["--images", photos] if photos else []), capsys)
+    argv[argv.index("--run-dir") + 1] = str(tmp_path / "my run")  # A space: the printed hint is quoted.
+    argv += ["--images", photos] if photos else []
+    code, out, err = run_cli(argv, capsys)
     assert code == 0, err
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "my run" / "metrics.json").read_text())
     assert metrics["estimator"] == estimator and metrics["smallest_eigenvalue"] > 0
     assert np.isfinite(metrics["test_log_likelihood"])
     assert (metrics["log_z_estimate"] is not None) == (estimator == "nce")
+    # Issue 18, items 11 and 14: stdout is not a terminal here, so Keras writes one plain line per epoch.
+    assert not set(out) & {"\x1b", "\r", "\b"}
+    assert re.search(r"^\d+/\d+ - \d+s - .*loss: ", out, re.MULTILINE), out
+    assert f"(tensorboard --logdir '{tmp_path / 'my run'}')" in out
+    if estimator == "sm":
+        # Item 12: the same command on the finished run trains no epoch and reports the run's own figures.
+        code, out, err = run_cli(argv, capsys)
+        assert code == 0, err
+        again = json.loads((tmp_path / "my run" / "metrics.json").read_text())
+        assert again["resumed_from_epoch"] == 1 and again["timings_from"].startswith("the run that trained")
+        assert (again["seconds"], again["fit_seconds"]) == (metrics["seconds"], metrics["fit_seconds"])
+        assert f"fitted in {metrics['seconds']:.1f} s" in out
+        assert again["test_log_likelihood"] == pytest.approx(metrics["test_log_likelihood"], rel=1e-6)
+
+
+def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_elsewhere():
+    import io
+
+    from energy_models.console import progress_verbosity
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert progress_verbosity(Terminal()) == 1 and progress_verbosity(io.StringIO()) == 2
+    closed = io.StringIO()
+    closed.close()
+    assert progress_verbosity(closed) == 2
+
+
+def test_readme_and_requirements_point_only_inside_the_repository():
+    """Issue 18, item 16: a user has only the repository (no ../shared, no internal issue history)."""
+    from tests.conftest import ROOT
+
+    for name in ("README.md", "requirements.txt"):
+        text = (ROOT / name).read_text()
+        assert not re.search(r"(?<!\.)\.\./", text), name  # "runs/.../x" is an ellipsis, not a parent.
+        for outside in ("Issue 5", "the issue's", "data README"):
+            assert outside not in text, (name, outside)

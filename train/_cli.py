@@ -2,8 +2,11 @@
 
 import argparse
 import dataclasses
+import errno
 import os
+import shlex
 import sys
+import warnings
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -11,6 +14,16 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _DefaultsOnceFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to a flag's help unless the help already says what the default is."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default is None:
+            return text
+        return super()._get_help_string(action)
 
 
 def _type_of(field):
@@ -22,7 +35,7 @@ def _type_of(field):
 def parser_for(config_cls, prog, description):
     """An argument parser with one `--flag-name` per field of `config_cls` (default and help from it)."""
     parser = OneLineParser(prog=prog, description=description,
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=_DefaultsOnceFormatter)
     for field in dataclasses.fields(config_cls):
         flag = "--" + field.name.replace("_", "-")
         meta = field.metadata
@@ -75,21 +88,43 @@ def run_experiment(experiment, config_cls, prog, description, argv=None):
     config = config_cls(**vars(args))
     metrics = experiment.train_and_evaluate(config)
     print("\n".join(experiment.summary_lines(metrics)))
-    print(f"  run directory: {config.run_dir} (tensorboard --logdir {config.run_dir})")
+    print(f"  run directory: {config.run_dir} (tensorboard --logdir {shlex.quote(str(config.run_dir))})")
     return 0
 
 
+def _one_line_warning(message, category, filename, lineno, line=None):
+    """Warnings as one line, "warning: MESSAGE", without Python's file, line and source line: a
+    command-line user gets the message, not where in this project it was raised."""
+    return f"warning: {message}\n"
+
+
+# Write failures that are the user's environment (a full disk, a read-only folder), not a bug.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def run_main(main, argv=None):
-    """Runs `main(argv)`; a `UserError` becomes one line on stderr and exit status 2, never a traceback."""
+    """Runs `main(argv)`; a `UserError` becomes one line on stderr and exit status 2, never a traceback.
+
+    So does a failed write that the writers did not turn into a `UserError` themselves (no space left,
+    read-only file system, permission denied).
+    """
     import_tensorflow_quietly()
     from energy_models.errors import UserError
 
+    warnings.formatwarning = _one_line_warning
     try:
         return main(argv)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        if e.errno not in _WRITE_ERRNOS:
+            raise
+        from energy_models.rundir import write_error
+
+        print(f"error: {write_error(e.filename or 'a file', e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
-        print("interrupted: outputs already written are complete (they are written atomically)",
-              file=sys.stderr)
+        print("interrupted: outputs already written are complete (they are written atomically); run the "
+              "same command again to resume from the newest checkpoint", file=sys.stderr)
         return 130

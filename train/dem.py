@@ -1,8 +1,8 @@
 """python -m train.dem: train the deep energy model on natural image patches by contrastive divergence (Exercise 2).
 
 Examples:
-  python -m train.dem --images ../shared/data/photos
-  python -m train.dem --images ../shared/data/photos --whiten none --sigma 0.1 --mcmc langevin
+  python -m train.dem --images ~/Pictures
+  python -m train.dem --images ~/Pictures --whiten none --sigma 0.1 --mcmc langevin
   python -m train.dem --patches runs/dem-zca-sigma1/patches.npz --persistent --epochs 20
 """
 

@@ -1,8 +1,9 @@
-"""python -m train.gaussian: fit a Gaussian with a grid precision to MNIST (Exercise 1).
+"""python -m train.gaussian: fit a Gaussian with a grid precision to MNIST (Exercise 1) or to patches of photographs (Exercise 2).
 
 Examples:
   python -m train.gaussian --estimator mle --neighbourhood 4
   python -m train.gaussian --estimator mle --neighbourhood 8 --data-dir ~/tensorflow_datasets
+  python -m train.gaussian --dataset patches --images ~/Pictures
 """
 
 import os

@@ -4,7 +4,40 @@ import dataclasses
 
 import numpy as np
 
+from energy_models.errors import UserError
 from energy_models.whitening import mean_and_covariance
+
+
+def check_covariance(covariance, what, remedy, rows=None):
+    """Refuses, in one line, data a Gaussian cannot be fitted to: pixels that never vary, or rows that
+    vary in fewer directions than they have pixels (constant or smooth images). The Gaussian's density
+    needs a positive-definite covariance; without one the exact fit has no maximum and fails deep inside
+    a Cholesky factorisation.
+
+    Args:
+      covariance: float64 [D, D], the training rows' covariance S.
+      what: what the rows are, e.g. "the training patches".
+      remedy: what to do, e.g. "use photographs with texture (--images)".
+      rows: how many rows S was computed from. With no more rows than pixels S is singular whatever the
+        images, and the grid's sparse pattern may still be fitted, so only the variances are checked.
+
+    Raises:
+      UserError: naming the number of constant pixels or the number of directions with variance.
+    """
+    variances = np.diag(covariance)
+    flat = int(np.sum(variances <= 1e-12))
+    if flat:
+        raise UserError(f"{what} have zero variance in {flat} of {len(variances)} pixels (e.g. constant "
+                        f"images), so no Gaussian can be fitted; {remedy}")
+    if rows is not None and rows <= len(variances):
+        return
+    eigenvalues = np.linalg.eigvalsh(covariance)
+    # 1e-9 of the largest: 8-bit photographs keep a quantisation floor of about (1/255)^2 / 12 = 1.3e-6
+    # in every direction (1e-5 of the largest eigenvalue of the bundled photographs' patches).
+    degenerate = int(np.sum(eigenvalues <= 1e-9 * eigenvalues[-1]))
+    if degenerate:
+        raise UserError(f"{what} vary in only {len(eigenvalues) - degenerate} of {len(eigenvalues)} directions "
+                        f"(smooth or repetitive images), so no Gaussian can be fitted; {remedy}")
 
 
 @dataclasses.dataclass
@@ -22,6 +55,11 @@ class ArrayData:
     mean: np.ndarray = None
 
     def __post_init__(self):
+        for name, rows in (("training", self.train_pixels), ("held-out", self.test)):
+            if len(rows) < 2:
+                raise UserError(f"the {name} split has {len(rows)} rows; a fit and its evaluation need at "
+                                f"least 2 in each (for patches: cut a new set with --images, with enough "
+                                f"images for --heldout-fraction to hold some out)")
         if self.mean is None:
             self.mean = self.train_pixels.mean(axis=0, dtype=np.float64).astype(np.float32)
         self._covariance = None
@@ -33,7 +71,10 @@ class ArrayData:
     def covariance(self):
         """S = (1/n) sum (x - mu)(x - mu)^T of the training rows, float64 (computed once, in chunks)."""
         if self._covariance is None:
-            self._covariance = mean_and_covariance(self.train_pixels)[1]
+            covariance = mean_and_covariance(self.train_pixels)[1]
+            check_covariance(covariance, "the training rows", "use photographs with texture (--images), or "
+                             "other images", rows=len(self.train_pixels))
+            self._covariance = covariance
         return self._covariance
 
     def noisy_train(self, seed):

@@ -188,8 +188,9 @@ def load_images(source: Source, min_size: int = MIN_SIZE) -> list[GrayImage]:
             continue
         if min(pixels.shape) < min_size:
             skipped.append(name)
-            warnings.warn(f"skipping {path}: {pixels.shape[0]}x{pixels.shape[1]} pixels is smaller than "
-                          f"{min_size}x{min_size}", SkippedImageWarning, stacklevel=2)
+            # Width x height, as image viewers and file managers give sizes.
+            warnings.warn(f"skipping {path}: {pixels.shape[1]}x{pixels.shape[0]} pixels (width x height) is "
+                          f"smaller than {min_size}x{min_size}", SkippedImageWarning, stacklevel=2)
             continue
         images.append(GrayImage(name, pixels))
     if not images:

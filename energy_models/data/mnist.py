@@ -11,6 +11,7 @@ store it), so that a SavedModel scores raw pixels.
 """
 
 import dataclasses
+import logging
 import os
 import pathlib
 import socket
@@ -70,8 +71,17 @@ def mnist_builder(data_dir=None):
     import tensorflow_datasets as tfds  # Imported here: it costs seconds and only loaders need it.
 
     data_dir = resolve_data_dir(data_dir)
-    builder = tfds.builder("mnist", data_dir=data_dir)
-    if builder.is_prepared():
+    # tensorflow-datasets logs "Variant folder ... has no dataset_info.json" through absl for a half-made
+    # folder; the one line below says what to do, so its warnings are kept out of the way here.
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        builder = tfds.builder("mnist", data_dir=data_dir)
+        prepared = builder.is_prepared()
+    finally:
+        absl_logger.setLevel(level)
+    if prepared:
         return builder
     manual = pathlib.Path(data_dir) / "downloads" / "manual"
     if all((manual / name).is_file() for name in MANUAL_FILES):
@@ -136,8 +146,13 @@ class NoisyMnist:
         if getattr(self, "_covariance", None) is None:
             from energy_models.whitening import mean_and_covariance
 
-            self._covariance = mean_and_covariance(self.train_pixels)[1]
-            self._covariance[np.diag_indices_from(self._covariance)] += self.noise_std ** 2
+            from energy_models.data.arrays import check_covariance
+
+            covariance = mean_and_covariance(self.train_pixels)[1]
+            covariance[np.diag_indices_from(covariance)] += self.noise_std ** 2
+            check_covariance(covariance, "the MNIST training digits", "keep --noise-std above 0 (the "
+                             "digits' border pixels are always 0)")
+            self._covariance = covariance
         return self._covariance
 
     def noisy_train(self, seed):

@@ -16,14 +16,27 @@ import numpy as np
 
 from energy_models.data.images import GrayImage, Source, load_images
 from energy_models.errors import UserError
+from energy_models.memory import check_fits
 
 PATCH_SIZE = 28
+# Arrays of the patches a trainer holds at its peak: the patch set itself, the trainer's float32 copy of
+# the training rows (tf.data, whitening) and the float64 rows of the covariance pass (chunked, counted once).
+PEAK_COPIES = 3
+# What to do about a missing or damaged patch file, said to a command-line user.
+_RECREATE = ("re-create it with python -m train.gaussian --dataset patches --images PHOTOS (it writes "
+             "RUN_DIR/patches.npz)")
 
 # Written into every patch file so that any other .npz is recognised as "not a patch file".
 PATCH_FILE_FORMAT = "energy_models.patch_set.v1"
 
 _ARRAYS = ("train", "heldout", "image_names", "is_heldout", "train_positions", "heldout_positions",
            "patch_size", "seed", "source")
+
+
+def check_patch_memory(num_patches, patch_size=PATCH_SIZE):
+    """Refuses (one line) a --num-patches whose patch arrays cannot fit in the memory available now."""
+    check_fits(num_patches, 4 * patch_size ** 2, PEAK_COPIES, "--num-patches",
+               f"{patch_size}x{patch_size} float32 patches")
 
 
 def valid_positions(shape: Sequence[int], patch_size: int = PATCH_SIZE) -> int:
@@ -54,6 +67,7 @@ def extract_patches(images: Sequence[Union[np.ndarray, GrayImage]], num_patches:
     The patches come out in random order, ready to be batched without shuffling.
     """
     _check_count("num_patches", num_patches)
+    check_fits(num_patches, 4 * patch_size ** 2, 1, "--num-patches", f"{patch_size}x{patch_size} float32 patches")
     pixels = [np.asarray(getattr(image, "pixels", image)) for image in images]
     counts = np.array([valid_positions(p.shape, patch_size) for p in pixels], dtype=np.int64)
     if counts.sum() == 0:
@@ -159,6 +173,7 @@ def make_patch_set(source: Source, num_patches: int, seed: int = 0, heldout_frac
     so both splits are sampled at the same density, as if the N positions were drawn from all images.
     """
     _check_count("num_patches", num_patches)
+    check_patch_memory(num_patches, patch_size)
     images = load_images(source, min_size=patch_size)
     names = np.array([image.name for image in images])
     # Independent streams: changing the number of patches never changes which images are held out.
@@ -166,6 +181,11 @@ def make_patch_set(source: Source, num_patches: int, seed: int = 0, heldout_frac
     heldout = _choose_heldout(names, heldout_fraction, heldout_images, split_seed)
     counts = np.array([valid_positions(image.pixels.shape, patch_size) for image in images])
     num_heldout = int(round(num_patches * counts[heldout].sum() / counts.sum()))
+    if num_heldout > num_patches - num_heldout:
+        raise UserError(f"the held-out split ({num_heldout} patches from {int(heldout.sum())} image(s)) would "
+                        f"be larger than the training split ({num_patches - num_heldout} patches from "
+                        f"{int((~heldout).sum())} image(s)); lower --heldout-fraction (now {heldout_fraction:g}) "
+                        f"or add images")
     splits = {}
     for key, mask, count, stream in (("train", ~heldout, num_patches - num_heldout, train_seed),
                                      ("heldout", heldout, num_heldout, heldout_seed)):
@@ -226,8 +246,7 @@ def load_patch_set(path: Union[str, os.PathLike], patch_size: int = PATCH_SIZE) 
     """
     data = _read(path)
     if not isinstance(data, dict) or str(data.get("format", "")) != PATCH_FILE_FORMAT:
-        raise UserError(f"{path} is not a patch file written by PatchSet.save; re-create it with "
-                        "make_patch_set(...).save(path)")
+        raise UserError(f"{path} is not a patch file written by this project; {_RECREATE}")
     problems = [f"no '{name}'" for name in _ARRAYS if name not in data]
     if not problems:
         for split in ("train", "heldout"):
@@ -237,8 +256,7 @@ def load_patch_set(path: Union[str, os.PathLike], patch_size: int = PATCH_SIZE) 
         if data["is_heldout"].shape != data["image_names"].shape:
             problems.append("'is_heldout' and 'image_names' differ in length")
     if problems:
-        raise UserError(f"{path} is a damaged patch file ({problems[0]}); re-create it with "
-                        "make_patch_set(...).save(path)")
+        raise UserError(f"{path} is a damaged patch file ({problems[0]}); {_RECREATE}")
     return PatchSet(train=data["train"], heldout=data["heldout"],
                     image_names=data["image_names"].astype(str), is_heldout=data["is_heldout"].astype(bool),
                     train_positions=data["train_positions"], heldout_positions=data["heldout_positions"],
@@ -275,9 +293,13 @@ def _check_count(name: str, value) -> None:
 
 def _read(path) -> Union[np.ndarray, dict]:
     """Loads an .npy (array) or .npz (dict of arrays) without pickle, as a UserError on any failure."""
+    if Path(path).is_dir():
+        inside = Path(path) / "patches.npz"
+        hint = f"pass {inside}" if inside.is_file() else "pass the patches.npz inside a run folder"
+        raise UserError(f"patch file {path} is a folder; {hint}")
     if not Path(path).is_file():
-        raise UserError(f"patch file {path} does not exist; create it with make_patch_set(...).save(path) "
-                        "or check the path")
+        create = _RECREATE.replace("re-create it", "create one")
+        raise UserError(f"patch file {path} does not exist; check the path, or {create}")
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.lib.npyio.NpzFile):
@@ -285,7 +307,7 @@ def _read(path) -> Union[np.ndarray, dict]:
                 return {name: loaded[name] for name in loaded.files}
         return loaded
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise UserError(f"{path} is not a patch file (.npz from PatchSet.save or .npy of shape "
+        raise UserError(f"{path} is not a patch file (a patches.npz of a run folder or an .npy of shape "
                         f"[n, {PATCH_SIZE ** 2}]): {str(error).splitlines()[0]}") from error
 
 

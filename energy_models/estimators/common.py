@@ -23,6 +23,7 @@ import scipy.sparse.linalg
 import tensorflow as tf
 
 from energy_models import figures
+from energy_models.console import progress_verbosity
 from energy_models.gaussian import GridGaussian, average_log_likelihood
 from energy_models.distribute import replica_share, step_logs
 from energy_models.seeding import replica_seed
@@ -537,7 +538,8 @@ def fit_keras_estimator(config, data, estimator, target, writer, verbose="auto",
     start = time.perf_counter()
     history = estimator.fit(data.training_dataset(config.batch_size, config.seed, initial_epoch),
                             epochs=first_epoch + epochs, initial_epoch=initial_epoch,
-                            steps_per_epoch=steps, callbacks=callbacks, shuffle=False, verbose=verbose)
+                            steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
+                            verbose=progress_verbosity() if verbose == "auto" else verbose)
     seconds = time.perf_counter() - start
     if divergence.diverged:
         raise UserError(divergence.message)

@@ -21,10 +21,11 @@ import time
 import numpy as np
 
 from energy_models import export, rundir
+from energy_models.console import progress_verbosity
 from energy_models.distribute import strategy_for
 from energy_models.scoring import auroc
 from energy_models.errors import UserError
-from energy_models.experiments.flags import check_ranges, flag
+from energy_models.experiments.flags import check_applies, check_ranges, flag
 
 WHITENINGS = ("none", "zca", "pca", "gaussian")
 METHODS = ("cd", "nce")
@@ -76,7 +77,9 @@ class DEMConfig:
     optimizer: str = flag("optimiser", default="adam", choices=("sgd", "rmsprop", "adam"))
     steps_per_execution: int = flag("training steps per call of the compiled step (Keras's "
                                     "steps_per_execution: less Python per step; progress bars and batch "
-                                    "callbacks then see every Nth step)", default=1)
+                                    "callbacks, the divergence check included, then see every Nth step; 13 is "
+                                    "faster but not the default: its parameters differ from 1's, README)",
+                                    default=1)
     learning_rate: float = flag("learning rate", default=3e-2)
     sample_sweeps: int = flag("Gibbs sweeps of the samples drawn for figures and by the SavedModel's "
                                "sample()", default=100)
@@ -127,10 +130,21 @@ class DEMConfig:
             ("--checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 1, positive_int),
         ]
         check_ranges(checks)
+        check_applies(self, DEM_SCOPES)
+        if not self.patches:
+            from energy_models.data.patches import check_patch_memory
+
+            check_patch_memory(self.num_patches)  # Before any folder is made.
         name = f"dem-{self.whiten}-sigma{self.sigma:g}" + ("-nce" if self.method == "nce" else "")
         self.run_dir = self.run_dir or str(pathlib.Path("runs") / name)
         self.export_dir = self.export_dir or str(pathlib.Path("saved_models") / name)
         return self
+
+
+# Flags that do nothing in some combinations (see flags.check_applies).
+DEM_SCOPES = {"images": (lambda c: not c.patches, "patches cut from photographs (not with --patches)"),
+              "num_patches": (lambda c: not c.patches, "patches cut from photographs (not with --patches)"),
+              "nu": (lambda c: c.method == "nce", "--method nce")}
 
 
 def _finite(value):
@@ -165,7 +179,10 @@ class FittedGaussian:
         from energy_models.estimators.mle import fit_grid_mle
         from energy_models.whitening import mean_and_covariance
 
+        from energy_models.data.arrays import check_covariance
+
         mean, cov = mean_and_covariance(x)
+        check_covariance(cov, "the training patches", "use photographs with texture (--images)", len(x))
         side = math.isqrt(len(mean))
         if side * side != len(mean):
             raise UserError(f"patches have {len(mean)} pixels, not a square number; the fitted grid "
@@ -340,9 +357,9 @@ def train_and_evaluate(config):
     config.resolve()
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs its first operation.
     strategy = strategy_for(config.distribute, config.batch_size)
-    export.check_export_target(config.export_dir, config.overwrite)
-    run_dir = rundir.start_or_resume(config.run_dir, dataclasses.asdict(config), config.overwrite,
-                                     defaults=dataclasses.asdict(DEMConfig()))
+    settings, defaults = dataclasses.asdict(config), dataclasses.asdict(DEMConfig())
+    export.check_export_target(config.export_dir, config.overwrite, settings, defaults)
+    run_dir = rundir.start_or_resume(config.run_dir, settings, config.overwrite, defaults=defaults)
 
     patch_set = load_patches(config, run_dir)
     train, heldout = patch_set.train, patch_set.heldout
@@ -365,7 +382,7 @@ def train_and_evaluate(config):
     start = time.perf_counter()
     history = model.fit(epoch_batches(train, config.batch_size, config.seed, initial_epoch),
                         epochs=config.epochs, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                        callbacks=callbacks, shuffle=False, verbose=1)
+                        callbacks=callbacks, shuffle=False, verbose=progress_verbosity())
     seconds = time.perf_counter() - start
     epochs_run = len(history.history.get("loss", []))
     latest = checkpoint.latest()
@@ -388,9 +405,17 @@ def train_and_evaluate(config):
                                   {k: metrics[k] for k in ("whiten", "sigma", "n_train", "method")},
                                   sample_sweeps=config.sample_sweeps, log_z=metrics["log_z"],
                                   log_z_source="NCE against the fitted Gaussian (train.dem --method nce)")
-    metrics["export_dir"] = export.save_atomically(module, config.export_dir, config.overwrite)
+    metrics["export_dir"] = export.save_atomically(module, config.export_dir, config.overwrite, settings,
+                                                   defaults)
+    metrics = rundir.earlier_timings(run_dir, metrics, trained=epochs_run > 0)
     rundir.write_json_atomically(run_dir / "metrics.json", metrics)
     return metrics
+
+
+# What each AUROC's other set is, in the printed summary.
+SET_NAMES = {"gaussian_samples": "samples of the fitted 4-neighbour grid Gaussian",
+             "full_gaussian_samples": "samples of the full-covariance Gaussian",
+             "mnist": "MNIST test digits"}
 
 
 def summary_lines(metrics):
@@ -398,14 +423,15 @@ def summary_lines(metrics):
     lines = [f"deep energy model, {metrics['method']} with {metrics['mcmc']}, whiten {metrics['whiten']}, "
              f"sigma {metrics['sigma']:g}: {metrics['n_train']} training patches in {metrics['seconds']:.0f} s "
              f"({metrics['patches_per_second']:.0f} patches/s)",
-             f"  held-out log p~ (pixel space, unnormalised): {metrics['heldout_log_prob_mean']:.1f} "
-             f"+- {metrics['heldout_log_prob_std']:.1f}"]
+             f"  held-out log p~ (pixel space, unnormalised): mean {metrics['heldout_log_prob_mean']:.1f}, "
+             f"standard deviation {metrics['heldout_log_prob_std']:.1f} over {metrics.get('n_eval', '?')} "
+             f"patches"]
     if metrics.get("log_z") is not None:
         lines.append(f"  log Z (NCE): {metrics['log_z']:.2f}; normalised held-out log p: "
                      f"{metrics['heldout_log_prob_mean'] - metrics['log_z']:.1f} nats per patch")
     for key in sorted(k for k in metrics if k.startswith("auroc_vs_")):
         name = key[len("auroc_vs_"):]
-        lines.append(f"  AUROC held-out patches vs {name.replace('_', ' ')}: {metrics[key]:.3f} "
-                     f"(fitted Gaussian: {metrics['gaussian_' + key]:.3f})")
+        lines.append(f"  AUROC held-out patches vs {SET_NAMES.get(name, name.replace('_', ' '))}: "
+                     f"{metrics[key]:.3f} (the fitted grid Gaussian's own: {metrics['gaussian_' + key]:.3f})")
     lines.append(f"  SavedModel: {metrics['export_dir']}")
     return lines

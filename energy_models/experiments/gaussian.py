@@ -12,7 +12,7 @@ import numpy as np
 from energy_models import export, figures, rundir
 from energy_models.distribute import strategy_for
 from energy_models.errors import UserError
-from energy_models.experiments.flags import check_ranges, flag
+from energy_models.experiments.flags import check_applies, check_ranges, flag
 from energy_models.gaussian import (LOG_2PI, GridGaussian, average_log_likelihood,
                                     expected_log_likelihood, full_covariance_log_likelihood)
 
@@ -98,6 +98,7 @@ class GaussianConfig:
         Raises:
           UserError: naming the flag and the value when a value is out of range.
         """
+        check_applies(self, GAUSSIAN_SCOPES)  # Before the defaults below fill in unset flags.
         adaptive = self.estimator == "nce" and self.noise == "adaptive"
         if self.epochs is None:
             self.epochs = 1 if adaptive else 10
@@ -128,6 +129,10 @@ class GaussianConfig:
              "must be a positive integer"),
         ]
         check_ranges(checks)
+        if self.dataset == "patches" and not self.patches:
+            from energy_models.data.patches import check_patch_memory
+
+            check_patch_memory(self.num_patches)  # Before any folder is made.
         if self.noise_model and (self.estimator != "nce" or self.noise != "full"):
             raise UserError("--noise-model applies to --estimator nce with --noise full")
         if self.estimator == "mle" and self.distribute != "none":
@@ -137,6 +142,29 @@ class GaussianConfig:
         self.run_dir = self.run_dir or str(pathlib.Path("runs") / name)
         self.export_dir = self.export_dir or str(pathlib.Path("saved_models") / name)
         return self
+
+
+# When a flag does something: (applies(config), where it applies). A flag set away from its default where
+# it does nothing is refused (check_applies), e.g. --images without --dataset patches.
+_STOCHASTIC = ("nce", "cnce", "sm")
+GAUSSIAN_SCOPES = {
+    "noise_std": (lambda c: c.dataset == "mnist", "--dataset mnist"),
+    "images": (lambda c: c.dataset == "patches" and not c.patches, "--dataset patches (without --patches)"),
+    "num_patches": (lambda c: c.dataset == "patches" and not c.patches,
+                    "--dataset patches (without --patches)"),
+    "heldout_fraction": (lambda c: c.dataset == "patches" and not c.patches,
+                         "--dataset patches (without --patches)"),
+    "patches": (lambda c: c.dataset == "patches", "--dataset patches"),
+    "whiten_epsilon": (lambda c: c.dataset == "patches", "--dataset patches"),
+    "data_dir": (lambda c: c.dataset == "mnist", "--dataset mnist"),
+    **{name: (lambda c: c.estimator in _STOCHASTIC, "--estimator nce, cnce or sm")
+       for name in ("epochs", "batch_size", "optimizer", "learning_rate", "pd_floor", "pd_check_every",
+                    "pd_mode", "checkpoint_every")},
+    **{name: (lambda c: c.estimator == "nce", "--estimator nce") for name in ("nu", "noise", "noise_samples")},
+    **{name: (lambda c: c.estimator == "cnce", "--estimator cnce") for name in ("kappa", "epsilon")},
+    **{name: (lambda c: c.estimator == "nce" and c.noise == "adaptive", "--estimator nce --noise adaptive")
+       for name in ("rounds", "warmup_epochs")},
+}
 
 
 def load_dataset(config, run_dir):
@@ -265,9 +293,9 @@ def train_and_evaluate(config):
     config.resolve()
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs its first operation.
     strategy = strategy_for(config.distribute, config.batch_size)
-    export.check_export_target(config.export_dir, config.overwrite)
-    run_dir = rundir.start_or_resume(config.run_dir, dataclasses.asdict(config), config.overwrite,
-                                     defaults=dataclasses.asdict(GaussianConfig()))
+    settings, defaults = dataclasses.asdict(config), dataclasses.asdict(GaussianConfig())
+    export.check_export_target(config.export_dir, config.overwrite, settings, defaults)
+    run_dir = rundir.start_or_resume(config.run_dir, settings, config.overwrite, defaults=defaults)
     tf.keras.utils.set_random_seed(config.seed)
 
     data = load_dataset(config, run_dir)
@@ -304,7 +332,10 @@ def train_and_evaluate(config):
                metrics)
     module = export.gaussian_module(model, {"dataset": config.dataset, "estimator": config.estimator,
                                             "noise_std": config.noise_std})
-    metrics["export_dir"] = export.save_atomically(module, config.export_dir, config.overwrite)
+    metrics["export_dir"] = export.save_atomically(module, config.export_dir, config.overwrite, settings,
+                                                   defaults)
+    metrics = rundir.earlier_timings(run_dir, metrics, metrics.get("resumed_from_epoch") != config.epochs,
+                                     keys=("seconds", "fit_seconds"))
     rundir.write_json_atomically(run_dir / "metrics.json", metrics)
     return metrics
 

@@ -24,6 +24,9 @@ class ScoreConfig:
     patches: str = flag("score a saved patch set (.npz: its held-out split) or an .npy array [n, 784]")
     mnist: str = flag("score MNIST digits (pixels / 255) of this split", nargs="?", const="test",
                        choices=("train", "test"))
+    mnist_noise: float = flag("add N(0, STD^2) noise to every --mnist pixel, drawn as train.gaussian draws "
+                               "its test noise with the same --seed (0.1: its default --noise-std), so the "
+                               "figures compare with its test log-likelihood", default=0.0)
     gaussian_samples: str = flag("score samples drawn from this Gaussian SavedModel", metavar="DIR")
     num_patches: int = flag("number of patches (and of samples, and at most of MNIST digits) per set",
                              default=10_000)
@@ -54,6 +57,14 @@ class ScoreConfig:
                             ("--mode-learning-rate", self.mode_learning_rate)):
             if not value > 0:
                 raise UserError(f"{name} must be > 0, got {value}")
+        if not 0 <= self.mnist_noise < float("inf"):
+            raise UserError(f"--mnist-noise must be a finite number >= 0, got {self.mnist_noise}")
+        if self.mnist_noise and not self.mnist:
+            raise UserError("--mnist-noise does nothing here: it applies only with --mnist; drop it or add --mnist")
+        if self.images or self.gaussian_samples:
+            from energy_models.memory import check_fits
+
+            check_fits(self.num_patches, 4 * 784, 2, "--num-patches", "784-pixel float32 rows")
         if not (self.images or self.patches or self.mnist or self.gaussian_samples or self.ais_steps
                 or self.modes):
             raise UserError("nothing to do; pass at least one of --images, --patches, --mnist, "
@@ -61,32 +72,62 @@ class ScoreConfig:
         return self
 
 
-def load_sets(config, dim):
-    """The named sets to score, in a fixed order (natural images first: the AUROC reference)."""
-    sets = {}
+# The flag of each set, to order the sets as the command line does (see `load_sets`).
+SET_FLAGS = {"images": "--images", "patches": "--patches", "mnist": "--mnist",
+             "gaussian_samples": "--gaussian-samples"}
+
+
+def set_order(argv):
+    """The set kinds ("images", "patches", ...) in the order their flags come in `argv`."""
+    position = {}
+    for i, token in enumerate(argv or ()):
+        for kind, flag_name in SET_FLAGS.items():
+            if kind not in position and (token == flag_name or token.startswith(flag_name + "=")):
+                position[kind] = i
+    return sorted(position, key=position.get)
+
+
+def load_sets(config, dim, order=None):
+    """The named sets to score, in the order of their flags on the command line (`order`, from
+    `set_order`; without it photos, patches, MNIST, Gaussian samples). The first is the AUROC reference."""
+    sets, kinds = {}, {}
     if config.images:
         from energy_models.data import images, patches
 
         loaded = images.load_images(config.images)
         sets["photos"] = patches.extract_patches(loaded, config.num_patches, seed=config.seed)[0]
+        kinds["photos"] = "images"
     if config.patches:
         from energy_models.data.patches import load_patch_array
 
-        sets[f"patches:{pathlib.Path(config.patches).name}"] = load_patch_array(config.patches)
+        name = f"patches:{pathlib.Path(config.patches).name}"
+        sets[name], kinds[name] = load_patch_array(config.patches), "patches"
     if config.mnist:
         from energy_models.data.mnist import load_mnist_images
 
-        digits = load_mnist_images(config.mnist, config.data_dir)[:config.num_patches]
-        sets[f"mnist-{config.mnist}"] = digits.reshape(len(digits), -1).astype(np.float32) / 255.0
+        from energy_models.data.mnist import _add_noise
+
+        digits = load_mnist_images(config.mnist, config.data_dir)
+        pixels = (digits.reshape(len(digits), -1) / np.float32(255)).astype(np.float32)
+        name = f"mnist-{config.mnist}"
+        if config.mnist_noise:
+            # The whole split's draw, as train.gaussian draws its test noise, then the first rows.
+            pixels = _add_noise(pixels, config.mnist_noise, np.random.SeedSequence([config.seed, 1]))
+            name += f"+noise{config.mnist_noise:g}"
+        sets[name], kinds[name] = pixels[:config.num_patches], "mnist"
     if config.gaussian_samples:
         gaussian = scoring.load_model(config.gaussian_samples)
         sets["gaussian-samples"] = gaussian.module.sample(config.num_patches, config.seed).numpy()
-    return {name: scoring.check_rows(x, dim, f"set {name}") for name, x in sets.items()}
+        kinds["gaussian-samples"] = "gaussian_samples"
+    rank = {kind: i for i, kind in enumerate(order or ())}
+    names = sorted(sets, key=lambda n: rank.get(kinds[n], len(rank)))  # Stable: unlisted keep their order.
+    return {name: scoring.check_rows(sets[name], dim, f"set {name}") for name in names}
 
 
-def score(config):
+def score(config, order=None):
     """Runs AIS and mode search if asked, then scores every set with every model.
 
+    `order`: the set kinds in command-line order (`set_order`); the first set is the AUROC reference.
     Returns the report dict (also written as JSON with --json); figures go to --figures-dir.
     """
     config.resolve()
@@ -97,13 +138,15 @@ def score(config):
         entry = {}
         if config.ais_steps:
             entry["ais"] = run_ais(model, config)
-            if not model.normalised:
+            entry["ais"]["stored"] = storing_decision(model, entry["ais"])
+            if entry["ais"]["stored"].startswith("stored"):
                 model = store_log_z(model, entry["ais"])
         if config.modes:
             entry["modes"] = run_modes(model, config)
         if model.dim not in cached_sets:
-            cached_sets[model.dim] = load_sets(config, model.dim)
-        scores = {name: scoring.score_samples(model, x, normalised=model.normalised)
+            cached_sets[model.dim] = load_sets(config, model.dim, order)
+        scores = {name: scoring.checked_scores(scoring.score_samples(model, x, normalised=model.normalised), x,
+                                               f"set {name}", model.path)
                   for name, x in cached_sets[model.dim].items()}
         if scores:
             histogram = pathlib.Path(config.figures_dir) / f"log_p_{_slug(model.path)}.png"
@@ -112,6 +155,7 @@ def score(config):
             entry["histogram"] = str(histogram)
         report["models"].append({"model": model.path, "info": model.info,
                                  "normalised": model.normalised, "sets": scoring.summarise(scores),
+                                 "auroc_reference": next(iter(scores), None),
                                  **entry})
     if config.json:
         rundir.write_json_atomically(config.json, report)
@@ -150,12 +194,39 @@ def run_ais(model, config):
             "log_z_stored": model.info.get("log_z"), "seconds": time.perf_counter() - start}
 
 
+def storing_decision(model, estimate):
+    """Whether AIS's estimate goes into the model folder, as the sentence the table prints.
+
+    Stored only when forward and reverse agree (|gap| <= 1 nat), and then only into a model without a
+    log Z or over an earlier AIS estimate that is worse: one that did not converge, or one made with
+    fewer temperatures x chains. A log Z of another source (analytic, NCE) is never replaced.
+    """
+    if not estimate["converged"]:
+        return (f"not stored: forward and reverse differ by {abs(estimate['gap']):.2f} nats (> 1); re-run "
+                f"with more --ais-steps (now {estimate['steps']})")
+    if not model.normalised:
+        return "stored in the model folder (it had no log Z)"
+    info = model.info
+    if info.get("log_z_source") != "forward AIS":
+        return f"not stored: the model keeps its own log Z ({info.get('log_z_source') or 'analytic'})"
+    old_gap = abs(info.get("log_z_reverse", float("nan")) - info["log_z"])
+    old_work = info.get("log_z_steps", 0) * info.get("log_z_chains", 0)
+    if not old_gap <= 1.0:
+        return f"stored in the model folder (replaces an estimate whose directions differed by {old_gap:.2f} nats)"
+    if estimate["steps"] * estimate["chains"] > old_work:
+        return (f"stored in the model folder (replaces the estimate of {info.get('log_z_steps', '?')} steps x "
+                f"{info.get('log_z_chains', '?')} chains)")
+    return (f"not stored: the model's log Z {info['log_z']:.2f} came from as many or more AIS steps x chains "
+            f"({info.get('log_z_steps', '?')} x {info.get('log_z_chains', '?')})")
+
+
 def store_log_z(model, estimate):
     """Re-exports `model` in place (atomically) with AIS's forward log Z, so its log_prob is normalised."""
     from energy_models import export
 
     info = dict(model.info, log_z=estimate["log_z_forward"], log_z_source="forward AIS",
-                log_z_stderr=estimate["stderr_forward"], log_z_reverse=estimate["log_z_reverse"])
+                log_z_stderr=estimate["stderr_forward"], log_z_reverse=estimate["log_z_reverse"],
+                log_z_steps=estimate["steps"], log_z_chains=estimate["chains"])
     module = export.NormalisedModule(model.module, estimate["log_z_forward"], info)
     export.save_atomically(module, model.path, overwrite=True)
     return scoring.load_model(model.path)
@@ -206,14 +277,18 @@ def table_lines(report):
             lines.append(f"  AIS log Z: forward {a['log_z_forward']:.2f} +- {a['stderr_forward']:.2f}, "
                          f"reverse {a['log_z_reverse']:.2f} +- {a['stderr_reverse']:.2f} ({verdict}; "
                          f"{a['steps']} steps x {a['chains']} chains, {a['seconds']:.0f} s)")
+            if a.get("stored"):
+                lines.append(f"  AIS log Z {a['stored']}")
         if "modes" in entry:
             m = entry["modes"]
             lines.append(f"  modes: mean {kind} {m['log_p_start_mean']:.2f} -> {m['log_p_end_mean']:.2f} "
                          f"in {m['steps']} steps ({m['figure']})")
         if entry["sets"]:
-            lines.append(f"  {'set':<28} {'n':>7} {'mean':>11} {'std':>9} {'AUROC vs first':>15}")
+            reference = entry["sets"][0]["set"]
+            lines.append(f"  {'set':<28} {'n':>7} {'mean':>11} {'std':>9} {'AUROC':>7}   (AUROC: P(log p of "
+                         f"{reference}, the first set named, > log p of the row's set))")
         for row in entry["sets"]:
-            auc = "" if row["auroc_vs_first"] is None else f"{row['auroc_vs_first']:.4f}"
+            auc = "reference" if row["auroc_vs_first"] is None else f"{row['auroc_vs_first']:.4f}"
             lines.append(f"  {row['set']:<28} {row['n']:>7} {row['mean']:>11.2f} {row['std']:>9.2f} "
-                         f"{auc:>15}")
+                         f"{auc:>9}")
     return lines
