@@ -308,12 +308,13 @@ def test_noise_model_gives_the_saved_gaussians_covariance_and_bad_models_one_lin
     export.save_atomically(export.gaussian_module(model, {}), tmp_path / "gaussian")
     data = ArrayData(np.random.default_rng(0).random((50, 784)).astype(np.float32),
                      np.zeros((5, 784), np.float32))
-    config = GaussianConfig(estimator="nce", noise_model=str(tmp_path / "gaussian")).resolve()
+    config = GaussianConfig(estimator="nce", noise="full", noise_model=str(tmp_path / "gaussian")).resolve()
     covariance = noise_covariance(config, data)
     np.testing.assert_allclose(covariance @ model.precision_dense(), np.eye(784), atol=2e-4)
-    np.testing.assert_array_equal(noise_covariance(GaussianConfig(estimator="nce").resolve(), data),
+    np.testing.assert_array_equal(noise_covariance(GaussianConfig(estimator="nce", noise="full").resolve(), data),
                                   data.covariance())
     with pytest.raises(UserError, match="cannot load a SavedModel from"):
-        noise_covariance(GaussianConfig(estimator="nce", noise_model=str(tmp_path / "nowhere")), data)
+        noise_covariance(GaussianConfig(estimator="nce", noise="full", noise_model=str(tmp_path / "nowhere")),
+                         data)
     with pytest.raises(UserError, match="--noise-model applies to --estimator nce with --noise full"):
         GaussianConfig(estimator="cnce", noise_model=str(tmp_path / "gaussian")).resolve()

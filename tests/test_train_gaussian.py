@@ -68,7 +68,7 @@ def test_mle_end_to_end_on_real_mnist(tmp_path, capsys, tfds_data_dir):
     (["--neighbourhood", "6"], "argument --neighbourhood: invalid choice: 6"),
     (["--estimator", "bogus"], "argument --estimator: invalid choice: 'bogus'"),
     (["--noise-std", "-1"], "--noise-std must be >= 0, got -1.0"),
-    (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+    (["--epochs", "0", "--estimator", "sm"], "--epochs must be a positive integer, got 0"),
     (["--batch-size", "abc"], "argument --batch-size: invalid int value: 'abc'"),
     (["--learning-rate", "0"], "--learning-rate must be > 0, got 0.0"),
 ])

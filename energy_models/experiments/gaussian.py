@@ -98,19 +98,14 @@ class GaussianConfig:
         Raises:
           UserError: naming the flag and the value when a value is out of range.
         """
-        check_applies(self, GAUSSIAN_SCOPES)  # Before the defaults below fill in unset flags.
-        adaptive = self.estimator == "nce" and self.noise == "adaptive"
-        if self.epochs is None:
-            self.epochs = 1 if adaptive else 10
-        if self.learning_rate is None:
-            self.learning_rate = 0.03 if adaptive else 0.01
         checks = [
             ("--noise-std", self.noise_std, self.noise_std >= 0, "must be >= 0"),
             ("--rounds", self.rounds, self.rounds >= 1, "must be a positive integer"),
             ("--warmup-epochs", self.warmup_epochs, self.warmup_epochs >= 1, "must be a positive integer"),
-            ("--epochs", self.epochs, self.epochs >= 1, "must be a positive integer"),
+            ("--epochs", self.epochs, self.epochs is None or self.epochs >= 1, "must be a positive integer"),
             ("--batch-size", self.batch_size, self.batch_size >= 1, "must be a positive integer"),
-            ("--learning-rate", self.learning_rate, self.learning_rate > 0, "must be > 0"),
+            ("--learning-rate", self.learning_rate, self.learning_rate is None or self.learning_rate > 0,
+             "must be > 0"),
             ("--limit", self.limit, self.limit is None or self.limit >= 2, "must be at least 2"),
             ("--neighbourhood", self.neighbourhood, self.neighbourhood in (4, 8), "must be 4 or 8"),
             ("--num-patches", self.num_patches, self.num_patches >= 2, "must be at least 2"),
@@ -129,6 +124,12 @@ class GaussianConfig:
              "must be a positive integer"),
         ]
         check_ranges(checks)
+        check_applies(self, GAUSSIAN_SCOPES)  # Before the per-estimator defaults below fill in unset flags.
+        adaptive = self.estimator == "nce" and self.noise == "adaptive"
+        if self.epochs is None:
+            self.epochs = 1 if adaptive else 10
+        if self.learning_rate is None:
+            self.learning_rate = 0.03 if adaptive else 0.01
         if self.dataset == "patches" and not self.patches:
             from energy_models.data.patches import check_patch_memory
 
@@ -299,6 +300,7 @@ def train_and_evaluate(config):
     tf.keras.utils.set_random_seed(config.seed)
 
     data = load_dataset(config, run_dir)
+    loaded = time.perf_counter()
     model = GridGaussian(28, 28, config.neighbourhood)
     model.set_mean(data.mean)
     train_writer = tf.summary.create_file_writer(str(run_dir / "train"))
@@ -334,10 +336,19 @@ def train_and_evaluate(config):
                                             "noise_std": config.noise_std})
     metrics["export_dir"] = export.save_atomically(module, config.export_dir, config.overwrite, settings,
                                                    defaults)
-    metrics = rundir.earlier_timings(run_dir, metrics, metrics.get("resumed_from_epoch") != config.epochs,
-                                     keys=("seconds", "fit_seconds"))
+    # The whole command after data loading: training, evaluation, figures and export.
+    metrics["seconds_after_data_loading"] = time.perf_counter() - loaded
+    metrics = rundir.earlier_timings(run_dir, metrics, metrics.get("resumed_from_epoch") != total_epochs(config),
+                                     keys=("seconds", "fit_seconds", "seconds_after_data_loading"))
     rundir.write_json_atomically(run_dir / "metrics.json", metrics)
     return metrics
+
+
+def total_epochs(config):
+    """The last epoch of the run's time axis: adaptive NCE's rounds follow its score-matching round."""
+    if config.estimator == "nce" and config.noise == "adaptive":
+        return config.warmup_epochs + config.rounds * config.epochs
+    return config.epochs
 
 
 def summary_lines(metrics):
