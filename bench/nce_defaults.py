@@ -21,9 +21,7 @@ import tempfile
 import time
 
 from bench._common import machine
-
-# Exact mle test LL on the same split, per neighbourhood (bench/bench_gaussian.py).
-MLE_TEST_LL = {4: 362.4442519655926, 8: 384.21970177676275}
+from bench.nce_rounds import MLE_TEST_LL
 
 
 def main():

@@ -135,15 +135,14 @@ def cnce_constrained_optimum(features, pattern, floor=1e-3, barriers=tuple(10.0 
                 size *= 0.5
             else:
                 break  # No decrease along the (approximate) Newton direction: phi_t is minimised.
-            if size < 1e-3:
-                # Armijo passes only for a tiny fraction of the step: J's float32 passes (relative
-                # error ~1e-7) no longer resolve the decrease, so phi_t is as minimised as it can be.
-                theta, (value, chol, j_value, j_grad) = theta + size * step, trial
-                break
             theta = theta + size * step
             value, chol, j_value, j_grad = trial
             if callback is not None:
                 callback(t, steps, j_value, decrement)
+            if size < 1e-3:
+                # Armijo passes only for a tiny fraction of the step: J's float32 passes (relative
+                # error ~1e-7) no longer resolve the decrease, so phi_t is as minimised as it can be.
+                break
     lam = mle._assemble(theta, i, j, d)
     return CNCEOptimum(theta[:d], theta[d:], float(j_value), steps, float(barriers[-1]),
                        float(np.linalg.eigvalsh(lam)[0]))

@@ -170,9 +170,18 @@ def fit_nce(config, data, model, writer):
         return fit_nce_rounds(config, data, model, writer)
     estimator = NCEGaussian(28, 28, config.neighbourhood, nu=config.nu, noise=config.noise,
                             noise_samples=config.noise_samples, seed=config.seed)
+    start_nce(estimator, data, config.seed, noise_precision(config, data.dim))
+    return fit_keras_estimator(config, data, estimator, model, writer)
+
+
+def start_nce(estimator, data, seed, precision=None):
+    """Sets the noise and the start of an `NCEGaussian`: with a noise precision Lambda_n, the noise
+    N(mu, Lambda_n^-1) and the start Lambda = Lambda_n; without, the data's noise (`--noise`) and the
+    moment-matched start. c starts where the loss is stationary in c (`balanced_c`), on 4,096 noisy
+    training rows drawn with `seed`.
+    """
     variances = moment_matched_start(estimator, data)
-    precision = noise_precision(config, data.dim)
-    estimator.set_noise(noise_covariance(config, data, precision))
+    estimator.set_noise(data.covariance() if precision is None else covariance(precision))
     if precision is not None:
         # Start at the noise model itself (G is then constant): from the diagonal start, 10 epochs with
         # this noise reached test LL 261.4, below the full-covariance noise's 302.7.
@@ -181,8 +190,7 @@ def fit_nce(config, data, model, writer):
     # c starts where the NCE loss is stationary in c for the starting Lambda (see `balanced_c`): the
     # normalised start's c sits hundreds of nats from it on MNIST (every data point then looks like noise),
     # and Adam moves c only ~C_SCALE * lr per step.
-    estimator.set_c(balanced_c(estimator, data.noisy_train(config.seed)[:4096]))
-    return fit_keras_estimator(config, data, estimator, model, writer)
+    estimator.set_c(balanced_c(estimator, data.noisy_train(seed)[:4096]))
 
 
 def noise_precision(config, dim):
@@ -218,7 +226,12 @@ def noise_covariance(config, data, precision=None):
         precision = noise_precision(config, data.dim)
     if precision is None:
         return data.covariance()
-    inverse = np.linalg.inv(np.linalg.cholesky(precision))  # Lambda_n^-1 = L^-T L^-1
+    return covariance(precision)
+
+
+def covariance(precision):
+    """Lambda^-1 = L^-T L^-1 (Lambda = L L^T) of a positive definite precision, float64."""
+    inverse = np.linalg.inv(np.linalg.cholesky(precision))
     return inverse.T @ inverse
 
 

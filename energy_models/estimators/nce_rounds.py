@@ -2,7 +2,7 @@
 
 Round 0 fits the grid Gaussian by score matching, which needs no noise. Round r >= 1 runs NCE with the
 noise p_n = N(mu, Lambda_{r-1}^-1), the previous round's fit, starting at Lambda_{r-1} itself (where the
-log-ratio G is constant) and at the c that makes the loss stationary in c (`nce.balanced_c`).
+log-ratio G is constant) and at the c that makes the loss stationary in c (`nce.start_nce`).
 
 Why: with p_n equal to the model p_theta the NCE gradient is proportional to
 E_data[grad log p_theta] - E_p_theta[grad log p_theta], the maximum-likelihood gradient, so each round
@@ -19,10 +19,8 @@ interrupted one.
 
 import pathlib
 
-import numpy as np
-
 from energy_models.estimators.common import fit_keras_estimator, moment_matched_start
-from energy_models.estimators.nce import NCEGaussian, balanced_c
+from energy_models.estimators.nce import NCEGaussian, start_nce
 from energy_models.estimators.score_matching import ScoreMatchingGaussian
 from energy_models.gaussian import average_log_likelihood
 
@@ -80,13 +78,8 @@ def fit_nce_rounds(config, data, model, writer):
     for r in range(1, config.rounds + 1):
         estimator = NCEGaussian(28, 28, k, nu=config.nu, noise="full", noise_samples=config.noise_samples,
                                 seed=round_seed(config.seed, r))
-        variances = moment_matched_start(estimator, data)
-        inverse = np.linalg.inv(np.linalg.cholesky(precision))  # Lambda^-1 = L^-T L^-1
-        estimator.set_noise(inverse.T @ inverse)
-        sigma = np.sqrt(variances)
-        estimator.precision_layer.set_dense(precision * sigma[:, None] * sigma[None, :])
-        estimator.set_mean(data.mean)
-        estimator.set_c(balanced_c(estimator, data.noisy_train(config.seed)[:4096]))
+        estimator.set_mean(data.mean)  # Before `start_nce`: its balanced c reads mu.
+        start_nce(estimator, data, config.seed, precision)
         extras, summary = fit(estimator, r, config.epochs, config.learning_rate, epoch)
         rounds.append(summary)
         epoch += config.epochs
