@@ -98,7 +98,7 @@ def main(argv=None):
         x = make_patch_set(args.images, n + 100, seed=0, heldout_fraction=0.0).train[:n]
     else:
         x = np.random.default_rng(0).random((n, 784), dtype=np.float32)
-    config = dem.DEMConfig(whiten=args.whiten, mcmc=args.mcmc, mcmc_steps=args.mcmc_steps,
+    config = dem.DEMConfig(whiten=args.whiten, method="cd", mcmc=args.mcmc, mcmc_steps=args.mcmc_steps,
                            batch_size=args.batch_size, steps_per_execution=args.steps_per_execution).resolve()
     model = dem.build_model(config, x, dem.make_whitening(config, x, None))
     data = tf.data.Dataset.from_tensor_slices(x).batch(args.batch_size, drop_remainder=True).cache()

@@ -48,13 +48,13 @@ class DEMModule(tf.Module):
         dim = model.dim
         variable = lambda value, name, dtype=tf.float32: tf.Variable(  # noqa: E731
             np.asarray(value), dtype=dtype, trainable=False, name=name)
-        self._V, self._W = variable(energy.V, "V"), variable(energy.W, "W")
+        self._V, self._W = variable(energy.effective_V, "V"), variable(energy.W, "W")
         self._b, self._c = variable(energy.b, "b"), variable(energy.c, "c")
         self._d = variable(energy.d if energy.use_bias else np.zeros(energy.hidden), "d")
         # [V; b]^T and [d; 0]: scoring gets V u + d and b^T u from one matrix product, one pass over u.
         # Stored, not formed per call: concatenating inside the compiled function measured slower
         # (bench_score, raw model, three runs each: 506k-626k patches/s against 636k-722k stored).
-        self._Vb_t = variable(np.concatenate([np.asarray(energy.V), np.asarray(energy.b)[None]]).T, "Vb_t")
+        self._Vb_t = variable(np.concatenate([np.asarray(energy.effective_V), np.asarray(energy.b)[None]]).T, "Vb_t")
         self._db = variable(np.append(np.asarray(self._d.numpy()), 0.0), "db")
         self._sigma = float(energy.sigma)
         if model.whitening is None:

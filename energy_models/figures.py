@@ -116,3 +116,37 @@ def histograms(samples, path, title=None, xlabel="log p(x)", bins=60):
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return figure_to_array(fig, path)
+
+
+def response_histograms(responses, path=None, title=None, bins=81, panels=8):
+    """Histograms of filter responses r = f^T (x - m) against the standard normal, on a log scale.
+
+    responses: [n, m] (a column per filter). Each column is standardised; the `panels` columns of largest
+    excess kurtosis are drawn, each as the log of its histogram density beside log N(0, 1): a sparse
+    filter shows a sharp peak and straight (Laplace-like) or heavier tails above the Gaussian's parabola.
+    Returns the RGB array of the figure (and writes `path` as PNG if given).
+    """
+    r = np.asarray(responses, np.float64)
+    r = (r - r.mean(axis=0)) / np.maximum(r.std(axis=0), 1e-12)
+    kurtosis = np.mean(r ** 4, axis=0) - 3.0
+    order = np.argsort(kurtosis)[::-1][:panels]
+    edges = np.linspace(-8, 8, bins + 1)
+    centres = (edges[1:] + edges[:-1]) / 2
+    cols = min(4, len(order))
+    rows = -(-len(order) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.2 * rows), squeeze=False)
+    for ax, j in zip(axes.flat, order):
+        density, _ = np.histogram(np.clip(r[:, j], edges[0], edges[-1]), bins=edges, density=True)
+        shown = density > 0
+        ax.plot(centres[shown], np.log(density[shown]), ".", ms=3, label="responses")
+        ax.plot(centres, -0.5 * centres ** 2 - 0.5 * np.log(2 * np.pi), "-", lw=1, label="N(0, 1)")
+        ax.set_ylim(-12, 1)
+        ax.set_title(f"filter {j}: kurtosis {kurtosis[j]:.1f}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(order):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return figure_to_array(fig, path)

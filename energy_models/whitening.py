@@ -65,6 +65,21 @@ def _eigh(x, epsilon) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, values, vectors * signs
 
 
+def principal_directions(x, components: int) -> np.ndarray:
+    """The top `components` eigenvectors of the covariance of x [n, D] as orthonormal rows [k, D].
+
+    ZCA-whitened patches u = U diag(lambda + eps)^-1/2 U^T (x - mu) have coordinates U_k^T u along these
+    rows: the low-frequency principal components, each with unit variance. A model confined to their span
+    (`DEMEnergy(components=k)`) leaves out the high-frequency directions, which whitening scales up to
+    unit variance although they hold mostly pixel noise.
+    """
+    _, _, vectors = _eigh(x, 1.0)  # eps only shifts the eigenvalues, not the vectors.
+    if isinstance(components, bool) or not isinstance(components, (int, np.integer)) \
+            or not 1 <= components <= vectors.shape[1]:
+        raise ValueError(f"components must be an integer in [1, {vectors.shape[1]}], got {components!r}")
+    return np.ascontiguousarray(vectors[:, :components].T)
+
+
 @keras.saving.register_keras_serializable(package="energy_models")
 class LinearWhitening(keras.layers.Layer):
     """Applies a fixed affine whitening z = W (x - mu) to inputs [..., D].

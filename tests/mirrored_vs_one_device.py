@@ -48,7 +48,7 @@ def deep_energy_model(strategy, out):
     without the 1/R scaling, or chains not split per replica, differs by orders of magnitude more."""
     rng = np.random.default_rng(1)
     x = rng.random((256, 784)).astype(np.float32)
-    config = dem.DEMConfig(whiten="none", mcmc="langevin", mcmc_steps=2, step_size=1e-10, hidden=8,
+    config = dem.DEMConfig(whiten="none", method="cd", mcmc="langevin", mcmc_steps=2, step_size=1e-10, hidden=8,
                            latents=8, batch_size=64, optimizer="sgd", learning_rate=0.05,
                            z_sampling="mean").resolve()
     with strategy.scope():
@@ -71,7 +71,7 @@ def end_to_end(out):
             run_dir=str(out / "gaussian"), export_dir=str(out / "gaussian_model")))
         result["gaussian"] = {"replicas": metrics["replicas"], "test_log_likelihood": metrics["test_log_likelihood"]}
     metrics = dem.train_and_evaluate(dem.DEMConfig(
-        images=os.environ.get("ENERGY_MODELS_TEST_PHOTOS"), num_patches=1200, distribute="mirrored",
+        images=os.environ.get("ENERGY_MODELS_TEST_PHOTOS"), num_patches=1200, distribute="mirrored", method="cd",
         mcmc_steps=1, hidden=8, latents=8, epochs=1, batch_size=64, sample_sweeps=1,
         run_dir=str(out / "dem"), export_dir=str(out / "dem_model")))
     module = tf.saved_model.load(metrics["export_dir"])

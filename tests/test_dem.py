@@ -254,7 +254,7 @@ def test_step_size_adaptation_moves_towards_target():
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("dem")
     photos = os.environ.get("ENERGY_MODELS_TEST_PHOTOS")
-    config = dem.DEMConfig(images=photos, num_patches=2000, whiten="zca", mcmc="langevin", mcmc_steps=3,
+    config = dem.DEMConfig(images=photos, num_patches=2000, whiten="zca", method="cd", mcmc="langevin", mcmc_steps=3,
                            step_size=0.01, hidden=16, latents=16, epochs=2, batch_size=64,
                            learning_rate=3e-3, sample_sweeps=5, run_dir=str(root / "run"),
                            export_dir=str(root / "model"))
@@ -369,7 +369,7 @@ def test_resumed_training_ends_with_the_uninterrupted_parameters(trained, tmp_pa
 
 def test_training_that_diverges_stops_with_the_message_and_exports_nothing(tmp_path, capsys):
     root = tmp_path
-    argv = ["--num-patches", "1200", "--mcmc", "langevin", "--mcmc-steps", "1", "--hidden", "8", "--latents", "8",
+    argv = ["--num-patches", "1200", "--method", "cd", "--mcmc", "langevin", "--mcmc-steps", "1", "--hidden", "8", "--latents", "8",
             "--epochs", "2", "--batch-size", "64", "--learning-rate", "1e30", "--optimizer", "sgd",
             "--sample-sweeps", "1", "--run-dir", str(root / "run"), "--export-dir", str(root / "model")]
     photos = os.environ.get("ENERGY_MODELS_TEST_PHOTOS")
@@ -463,14 +463,15 @@ def test_exercise_filters_figure_puts_each_runs_filters_in_one_grey_panel(tmp_pa
 
     from bench.dem_exercises import filters_figure
 
-    rows = [{"whiten": w, "sigma": s, "auroc_vs_gaussian_samples": 0.5} for w, s in (("zca", 1.0), ("none", 0.1))]
+    rows = [{"method": "dsm", "whiten": w, "sigma": s, "filter_localisation": 0.6, "kurtosis_ratio": 2.0}
+            for w, s in (("zca", 1.0), ("none", 0.1))]
     for row in rows:
-        folder = tmp_path / f"dem-{row['whiten']}-sigma{row['sigma']:g}" / "figures"
+        folder = tmp_path / f"dem-{row['whiten']}-sigma{row['sigma']:g}-dsm" / "figures"
         folder.mkdir(parents=True)
         Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)).save(folder / "filters.png")
     filters_figure(rows, tmp_path, tmp_path / "two.png")
-    filters_figure(rows + [{"whiten": "pca", "sigma": 1.0, "auroc_vs_gaussian_samples": 0.5}], tmp_path,
-                   tmp_path / "still_two.png")
+    filters_figure(rows + [{"method": "dsm", "whiten": "pca", "sigma": 1.0, "filter_localisation": 0.6,
+                            "kurtosis_ratio": 2.0}], tmp_path, tmp_path / "still_two.png")
     filters_figure(rows[:1], tmp_path, tmp_path / "one.png")
     two, still_two, one = (Image.open(tmp_path / f"{n}.png") for n in ("two", "still_two", "one"))
     assert two.mode == "L" and two.size == still_two.size
@@ -485,11 +486,14 @@ def test_summary_names_each_auroc_set_and_says_the_spread_is_a_standard_deviatio
                "patches_per_second": 10.0, "heldout_log_prob_mean": 5.0, "heldout_log_prob_std": 2.0,
                "n_eval": 50, "auroc_vs_gaussian_samples": 0.8, "gaussian_auroc_vs_gaussian_samples": 0.6,
                "auroc_vs_full_gaussian_samples": 0.7, "gaussian_auroc_vs_full_gaussian_samples": 0.6,
-               "export_dir": "m"}
+               "full_gaussian_auroc_vs_gaussian_samples": 0.65, "full_gaussian_auroc_vs_full_gaussian_samples": 0.63,
+               "filter_localisation": 0.65, "random_localisation": 0.44, "filter_kurtosis": 12.0,
+               "kurtosis_ratio": 2.8, "export_dir": "m"}
     text = "\n".join(summary_lines(metrics))
     assert "mean 5.0, standard deviation 2.0 over 50 patches" in text and "+-" not in text
-    assert ("AUROC held-out patches vs samples of the fitted 4-neighbour grid Gaussian: 0.800 (the fitted grid "
-            "Gaussian's own: 0.600)") in text
+    assert ("AUROC held-out patches vs samples of the fitted 4-neighbour grid Gaussian: 0.800 (the grid "
+            "Gaussian's own: 0.600, the full-covariance Gaussian's: 0.650)") in text
+    assert "localisation 0.650 (random rows 0.440), response kurtosis 12.00 (2.80x random rows)" in text
     assert "vs samples of the full-covariance Gaussian: 0.700" in text
 
 

@@ -42,8 +42,10 @@ def parser_for(config_cls, prog, description):
         kind = _type_of(field)
         if kind is bool:
             # A flag that defaults to on also gets --no-FLAG to turn it off.
-            action = argparse.BooleanOptionalAction if field.default else "store_true"
-            parser.add_argument(flag, action=action, default=bool(field.default), help=meta.get("help"))
+            # A default of None (filled in per method by the config's resolve) also gets both forms.
+            action = argparse.BooleanOptionalAction if field.default or field.default is None else "store_true"
+            default = None if field.default is None else bool(field.default)
+            parser.add_argument(flag, action=action, default=default, help=meta.get("help"))
             continue
         kwargs = {"type": kind, "default": field.default, "help": meta.get("help")}
         if "choices" in meta:

@@ -340,7 +340,7 @@ class ContrastiveDivergence(keras.Model):
     def filters(self):
         """Rows of V mapped to pixel space [hidden, D]: V W for whitened models (v^T W (x - mu) = (W^T v)^T
         (x - mu)), V otherwise."""
-        V = np.asarray(self.energy.V)
+        V = np.asarray(self.energy.effective_V)
         if self.whitening is None:
             return V
         return V @ np.asarray(self.whitening.matrix)

@@ -1,4 +1,5 @@
-"""Exercise 2 end to end: patches, optional whitening, a deep energy model trained by CD, scores, export.
+"""Exercise 2 end to end: patches, optional whitening, a deep energy model trained by denoising score
+matching (default), exact score matching, CD or NCE, scores, figures, export.
 
 `train_and_evaluate(config)` is what `python -m train.dem` runs; it is importable and tested.
 
@@ -8,7 +9,10 @@ of the fitted Gaussian (the constrained Gaussian of the training patches: empiri
 4-neighbour grid precision of maximum likelihood), against samples of the full-covariance Gaussian, and
 against MNIST test digits when TFDS_DATA_DIR or --mnist-dir provides them: the probability that a random
 held-out patch gets a higher log p~ than a random sample of the other set (Mann-Whitney U / (n1 n2)). The
-fitted Gaussian's own AUROC is reported beside each as the baseline the deep model has to beat.
+fitted grid Gaussian's and the full-covariance Gaussian's own AUROCs are reported beside each as the
+baselines the deep model has to beat. The filters (rows of V) are summarised by their localisation and
+the kurtosis of their responses as rows in ZCA-whitened space (`energy_models.filter_stats`), whatever the
+model's own whitening.
 """
 
 import dataclasses
@@ -28,7 +32,14 @@ from energy_models.errors import UserError
 from energy_models.experiments.flags import check_applies, check_ranges, flag
 
 WHITENINGS = ("none", "zca", "pca", "gaussian")
-METHODS = ("cd", "nce")
+METHODS = ("dsm", "sm", "cd", "nce")
+# Methods without MCMC in training (score matching); their per-method defaults differ from CD's.
+SCORE_METHODS = ("dsm", "sm")
+# Principal components of the whitened patches the score-matching models see (--whiten-components):
+# under ZCA with eps 1e-6 the ~600 high-frequency directions (covariance eigenvalues 1.7e-4 to 5e-3 of
+# 0.03-3) become unit-variance, nearly Gaussian pixel noise that swamps V's gradient; in 784 dimensions
+# V stayed near random, in the top 150 it learns localised edges (bench/DEM.md, "Score matching").
+DEFAULT_COMPONENTS = 150
 # Ridge added to the patch covariance before inverting it (8-bit photographs have a noise floor of
 # about (1/255)^2 / 12 = 1.3e-6 per pixel): keeps Sigma positive definite without making the Gaussian
 # visibly noisier than the patches it was fitted to.
@@ -51,10 +62,17 @@ class DEMConfig:
     # high-frequency directions, so the sigma = 1 base is broader than the data and persistent CD measured a
     # 155-nat energy gap between negatives and data that the softplus term (convex in g) cannot close.
     whiten_epsilon: float = flag("added to every covariance eigenvalue by zca/pca whitening", default=1e-6)
+    whiten_components: int = flag("zca/pca: confine V's rows to the top N principal components of the patches; "
+                                  "the other directions are modelled by the Gaussian term alone, so the "
+                                  "density stays proper in every pixel (default: 150 for dsm and sm, all "
+                                  "pixels for cd and nce)", default=None)
     sigma: float = flag("std sigma of the model's Gaussian term -||x||^2/(2 sigma^2) (1 or 0.1 in the "
                          "exercise)", default=1.0)
-    method: str = flag("training method: cd (contrastive divergence) or nce (noise-contrastive estimation "
-                        "against the fitted Gaussian; also learns log Z)", default="cd", choices=METHODS)
+    method: str = flag("training method: dsm (denoising score matching), sm (exact score matching), cd "
+                        "(contrastive divergence with MCMC negatives) or nce (noise-contrastive estimation "
+                        "against the fitted Gaussian; also learns log Z)", default="dsm", choices=METHODS)
+    dsm_noise: float = flag("dsm: std of the denoising noise, as a fraction of the patches' root-mean-square "
+                             "std per coordinate in model space (1 when whitened)", default=0.3)
     nu: int = flag("nce: noise draws per data patch", default=1)
     mcmc: str = flag("x-move of the Gibbs sweeps: langevin, mala or hmc (tfp.mcmc's moves)",
                       default="mala", choices=("langevin", "mala", "hmc"))
@@ -70,17 +88,21 @@ class DEMConfig:
                             default="mean", choices=("gibbs", "mean"))
     hidden: int = flag("width of g(x) = s(V x), rows of V", default=64)
     g_bias: bool = flag("give g a bias d, g(x) = s(V x + d), so a unit can threshold |v^T x| away from 0 "
-                         "(off in the exercise)", default=False)
+                         "(default: on for dsm and sm, where it measured localised filters; off for cd and "
+                         "nce, as in the exercise)", default=None)
     latents: int = flag("number K of binary latents", default=64)
-    epochs: int = flag("passes over the training patches", default=10)
-    batch_size: int = flag("patches per step (and persistent chains)", default=256)
+    epochs: int = flag("passes over the training patches (default: 20 for dsm and sm, 10 for cd and nce)",
+                       default=None)
+    batch_size: int = flag("patches per step (and persistent chains) (default: 128 for dsm and sm, 256 for "
+                           "cd and nce)", default=None)
     optimizer: str = flag("optimiser", default="adam", choices=("sgd", "rmsprop", "adam"))
     steps_per_execution: int = flag("training steps per call of the compiled step (Keras's "
                                     "steps_per_execution: less Python per step; progress bars and batch "
                                     "callbacks, the divergence check included, then see every Nth step; 13 is "
                                     "faster but not the default: its parameters differ from 1's, README)",
                                     default=1)
-    learning_rate: float = flag("learning rate", default=3e-2)
+    learning_rate: float = flag("learning rate (default: 0.01 for dsm and sm, 0.03 for cd and nce)",
+                                default=None)
     sample_sweeps: int = flag("Gibbs sweeps of the samples drawn for figures and by the SavedModel's "
                                "sample()", default=100)
     mnist_dir: str = flag("tensorflow-datasets folder with MNIST for the digits AUROC (default: "
@@ -110,7 +132,11 @@ class DEMConfig:
             ("--whiten-epsilon", self.whiten_epsilon, _finite(self.whiten_epsilon) and self.whiten_epsilon > 0,
              "must be > 0"),
             ("--sigma", self.sigma, _finite(self.sigma) and self.sigma > 0, "must be > 0 (e.g. 1 or 0.1)"),
-            ("--method", self.method, self.method in METHODS, "must be cd or nce"),
+            ("--method", self.method, self.method in METHODS, f"must be one of {', '.join(METHODS)}"),
+            ("--dsm-noise", self.dsm_noise, _finite(self.dsm_noise) and self.dsm_noise > 0, "must be > 0"),
+            ("--whiten-components", self.whiten_components,
+             self.whiten_components is None or 1 <= self.whiten_components <= 784 ** 2,
+             "must be a positive integer"),
             ("--nu", self.nu, self.nu >= 1, positive_int),
             ("--mcmc", self.mcmc, self.mcmc in ("langevin", "mala", "hmc"), "must be langevin, mala or hmc"),
             ("--mcmc-steps", self.mcmc_steps, self.mcmc_steps >= 1, positive_int),
@@ -119,23 +145,30 @@ class DEMConfig:
             ("--z-sampling", self.z_sampling, self.z_sampling in ("gibbs", "mean"), "must be gibbs or mean"),
             ("--hidden", self.hidden, self.hidden >= 1, positive_int),
             ("--latents", self.latents, self.latents >= 1, positive_int),
-            ("--epochs", self.epochs, self.epochs >= 1, positive_int),
-            ("--batch-size", self.batch_size, self.batch_size >= 1, positive_int),
+            ("--epochs", self.epochs, self.epochs is None or self.epochs >= 1, positive_int),
+            ("--batch-size", self.batch_size, self.batch_size is None or self.batch_size >= 1, positive_int),
             ("--steps-per-execution", self.steps_per_execution, self.steps_per_execution >= 1, positive_int),
             ("--optimizer", self.optimizer, self.optimizer in ("sgd", "rmsprop", "adam"),
              "must be sgd, rmsprop or adam"),
-            ("--learning-rate", self.learning_rate, _finite(self.learning_rate) and self.learning_rate > 0,
-             "must be > 0"),
+            ("--learning-rate", self.learning_rate,
+             self.learning_rate is None or (_finite(self.learning_rate) and self.learning_rate > 0), "must be > 0"),
             ("--sample-sweeps", self.sample_sweeps, self.sample_sweeps >= 1, positive_int),
             ("--checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 1, positive_int),
         ]
         check_ranges(checks)
-        check_applies(self, DEM_SCOPES)
+        check_applies(self, DEM_SCOPES)  # Before the per-method defaults below fill in unset flags.
+        scored = self.method in SCORE_METHODS
+        for name, by_score, by_mcmc in (("epochs", 20, 10), ("batch_size", 128, 256),
+                                        ("learning_rate", 1e-2, 3e-2), ("g_bias", True, False)):
+            if getattr(self, name) is None:
+                setattr(self, name, by_score if scored else by_mcmc)
+        if self.whiten_components is None and scored and self.whiten in ("zca", "pca"):
+            self.whiten_components = DEFAULT_COMPONENTS
         if not self.patches:
             from energy_models.data.patches import check_patch_memory
 
             check_patch_memory(self.num_patches)  # Before any folder is made.
-        name = f"dem-{self.whiten}-sigma{self.sigma:g}" + ("-nce" if self.method == "nce" else "")
+        name = f"dem-{self.whiten}-sigma{self.sigma:g}" + ("" if self.method == "dsm" else f"-{self.method}")
         self.run_dir = self.run_dir or str(pathlib.Path("runs") / name)
         self.export_dir = self.export_dir or str(pathlib.Path("saved_models") / name)
         return self
@@ -144,7 +177,11 @@ class DEMConfig:
 # Flags that do nothing in some combinations (see flags.check_applies).
 DEM_SCOPES = {"images": (lambda c: not c.patches, "patches cut from photographs (not with --patches)"),
               "num_patches": (lambda c: not c.patches, "patches cut from photographs (not with --patches)"),
-              "nu": (lambda c: c.method == "nce", "--method nce")}
+              "nu": (lambda c: c.method == "nce", "--method nce"),
+              "dsm_noise": (lambda c: c.method == "dsm", "--method dsm"),
+              "whiten_components": (lambda c: c.whiten in ("zca", "pca"), "--whiten zca or pca"),
+              **{name: (lambda c: c.method == "cd", "--method cd")
+                 for name in ("mcmc_steps", "persistent", "z_sampling")}}
 
 
 def _finite(value):
@@ -267,9 +304,10 @@ def load_patches(config, run_dir):
 
 
 def build_model(config, train, whitening, gaussian=None):
-    """A compiled `ContrastiveDivergence` (or, for --method nce, `DEMNoiseContrastive` with `gaussian` as
-    its noise) for `config`, with b started at the data's maximum-likelihood value for V = 0:
-    b = mean(u) / sigma^2, so the initial model is close to N(mean(u), sigma^2 I)."""
+    """The compiled trainer of `config.method` (`DEMScoreMatching` for dsm and sm, `ContrastiveDivergence`
+    for cd, `DEMNoiseContrastive` with `gaussian` as its noise for nce), with b started at the data's
+    maximum-likelihood value for V = 0: b = mean(u) / sigma^2, so the initial model is close to
+    N(mean(u), sigma^2 I). With --whiten-components k, V's rows span the top k principal directions."""
     import keras
     import tensorflow as tf
 
@@ -280,8 +318,20 @@ def build_model(config, train, whitening, gaussian=None):
     settings = dict(dim=train.shape[1], whitening=whitening, mcmc=config.mcmc, mcmc_steps=config.mcmc_steps,
                     step_size=config.step_size, num_chains=config.batch_size, z_sampling=config.z_sampling,
                     leapfrog_steps=config.leapfrog_steps, seed=config.seed)
-    energy = DEMEnergy(config.hidden, config.latents, config.sigma, use_bias=config.g_bias, name="energy")
-    if config.method == "nce":
+    components = config.whiten_components if whitening is not None else None
+    if components is not None and components > train.shape[1]:
+        raise UserError(f"--whiten-components {components} is more than the {train.shape[1]} pixels of a "
+                        "patch; pass at most that")
+    energy = DEMEnergy(config.hidden, config.latents, config.sigma, use_bias=config.g_bias,
+                       components=components, name="energy")
+    u = train if whitening is None else np.asarray(whitening(train[:10_000]))
+    if config.method in SCORE_METHODS:
+        from energy_models.estimators.dem_score_matching import DEMScoreMatching
+
+        # dsm's noise in units of the data's spread: 1 per coordinate when whitened, ~0.2 for raw pixels.
+        noise_std = config.dsm_noise * float(np.sqrt(np.mean(np.var(u, axis=0)))) if config.method == "dsm" else 0.0
+        model = DEMScoreMatching(energy, noise_std=noise_std, **settings)
+    elif config.method == "nce":
         from energy_models.estimators.dem_nce import DEMNoiseContrastive
 
         if gaussian is None:
@@ -291,7 +341,14 @@ def build_model(config, train, whitening, gaussian=None):
                                     nu=config.nu, **settings)
     else:
         model = ContrastiveDivergence(energy, persistent=config.persistent, **settings)
-    u = train if whitening is None else np.asarray(whitening(train[:10_000]))
+    if components is not None:
+        from energy_models.whitening import principal_directions
+
+        # In model space: zca keeps U, so the top-k directions are U_k's columns; pca's coordinates are
+        # already the principal components, in order.
+        basis = principal_directions(train, components) if config.whiten == "zca" \
+            else np.eye(components, train.shape[1])
+        model.energy.set_basis(basis)
     model.energy.b.assign(u.mean(axis=0) / config.sigma ** 2)
     if config.method == "nce":
         model.c.assign(model.initial_c(train[:5000], seed=config.seed))
@@ -314,12 +371,31 @@ def load_mnist(config):
     return load_mnist_images("test", data_dir).reshape(-1, 784).astype(np.float32) / 255.0
 
 
+def zca_of(full):
+    """(W, W^-1) of the ZCA whitening of the full-covariance Gaussian (eps = its ridge, 1e-6, as train.dem's
+    default --whiten-epsilon): W = U diag(lambda)^-1/2 U^T."""
+    values, vectors = np.linalg.eigh(full.covariance)
+    values = np.clip(values, GAUSSIAN_RIDGE, None)
+    return (vectors / np.sqrt(values)) @ vectors.T, (vectors * np.sqrt(values)) @ vectors.T
+
+
+def filter_summary(pixel_filters, full, heldout, seed):
+    """Localisation and response kurtosis (`energy_models.filter_stats`) of a model's filters as rows in
+    ZCA-whitened space, whatever the model's own whitening: a pixel filter f responds f^T (x - m) =
+    (W^-1 f)^T u for u = W (x - m), so its row in ZCA space is f W^-1 (W is symmetric)."""
+    from energy_models import filter_stats
+
+    white, inverse = zca_of(full)
+    rows = np.asarray(pixel_filters, np.float64) @ inverse
+    return filter_stats.summary(rows, (np.asarray(heldout, np.float64) - full.mean) @ white, seed)
+
+
 def evaluate(model, gaussian, full, heldout, config, n_eval=5000):
     """Held-out log p~ statistics and AUROCs (module docstring); a dict for metrics.json.
 
     The sets held-out patches are ranked against: samples of the fitted grid Gaussian, samples of the
     full-covariance Gaussian, and MNIST test digits when available. Beside each AUROC, the fitted grid
-    Gaussian's own (`gaussian_auroc_vs_*`).
+    Gaussian's own (`gaussian_auroc_vs_*`) and the full-covariance Gaussian's (`full_gaussian_auroc_vs_*`).
     """
     rng = np.random.default_rng(config.seed + 1)
     held = heldout[rng.permutation(len(heldout))[:n_eval]]
@@ -330,11 +406,16 @@ def evaluate(model, gaussian, full, heldout, config, n_eval=5000):
         others["mnist"] = mnist[rng.permutation(len(mnist))[:n_eval]]
     scores = model.score_samples(held)
     result = {"heldout_log_prob_mean": float(np.mean(scores)), "heldout_log_prob_std": float(np.std(scores)),
-              "n_eval": int(len(held))}
-    baseline = gaussian.log_prob(held)
+              "n_eval": int(len(held)),
+              # Normalised baselines for the AIS-normalised log-likelihood of train.score --ais-steps.
+              "full_gaussian_heldout_log_prob": float(np.mean(full.log_prob(held))),
+              "gaussian_heldout_log_prob": float(np.mean(gaussian.log_prob(held))),
+              **filter_summary(model.filters(), full, held, config.seed)}
+    baseline, full_baseline = gaussian.log_prob(held), full.log_prob(held)
     for name, x in others.items():
         result[f"auroc_vs_{name}"] = auroc(scores, model.score_samples(x))
         result[f"gaussian_auroc_vs_{name}"] = auroc(baseline, gaussian.log_prob(x))
+        result[f"full_gaussian_auroc_vs_{name}"] = auroc(full_baseline, full.log_prob(x))
     return result
 
 
@@ -374,10 +455,11 @@ def train_and_evaluate(config):
     initial_epoch = checkpoint.restore(model)  # 0 for a fresh run.
     divergence = DivergenceGuard(
         checkpoint, watched=dem_callbacks.WATCHED,
-        remedies=f"a smaller --learning-rate (now {config.learning_rate:g}) or --step-size (now "
-                 f"{config.step_size:g}), or more --mcmc-steps (now {config.mcmc_steps})")
+        remedies=f"a smaller --learning-rate (now {config.learning_rate:g})" + (
+            f" or --step-size (now {config.step_size:g}), or more --mcmc-steps (now {config.mcmc_steps})"
+            if config.method == "cd" else ""))
     callbacks = [divergence, checkpoint, tf.keras.callbacks.TensorBoard(str(run_dir), update_freq=50),
-                 dem_callbacks.ImageSummaries(run_dir / "eval", gaussian, config)]
+                 dem_callbacks.ImageSummaries(run_dir / "eval", gaussian, config, heldout)]
     steps = steps_per_epoch(len(train), config.batch_size)
     start = time.perf_counter()
     history = model.fit(epoch_batches(train, config.batch_size, config.seed, initial_epoch),
@@ -386,7 +468,8 @@ def train_and_evaluate(config):
     seconds = time.perf_counter() - start
     epochs_run = len(history.history.get("loss", []))
     latest = checkpoint.latest()
-    metrics = {"method": config.method, "whiten": config.whiten, "sigma": config.sigma, "mcmc": config.mcmc,
+    metrics = {"method": config.method, "whiten": config.whiten, "whiten_components": config.whiten_components,
+               "sigma": config.sigma, "mcmc": config.mcmc, "g_bias": config.g_bias,
                "n_train": int(len(train)), "n_heldout": int(len(heldout)), "seconds": seconds,
                "patches_per_second": steps * config.batch_size * epochs_run / max(seconds, 1e-9),
                "resumed_from_epoch": initial_epoch, "replicas": strategy.num_replicas_in_sync,
@@ -402,7 +485,7 @@ def train_and_evaluate(config):
     metrics.update(evaluate(model, gaussian, full, heldout, config))
     dem_callbacks.write_figures(model, gaussian, heldout, config, run_dir)
     module = export_dem.DEMModule(model, gaussian.mean, gaussian.cholesky,
-                                  {k: metrics[k] for k in ("whiten", "sigma", "n_train", "method")},
+                                  {k: metrics[k] for k in ("whiten", "whiten_components", "sigma", "n_train", "method")},
                                   sample_sweeps=config.sample_sweeps, log_z=metrics["log_z"],
                                   log_z_source="NCE against the fitted Gaussian (train.dem --method nce)")
     metrics["export_dir"] = export.save_atomically(module, config.export_dir, config.overwrite, settings,
@@ -420,18 +503,28 @@ SET_NAMES = {"gaussian_samples": "samples of the fitted 4-neighbour grid Gaussia
 
 def summary_lines(metrics):
     """The short human summary printed by the command line."""
-    lines = [f"deep energy model, {metrics['method']} with {metrics['mcmc']}, whiten {metrics['whiten']}, "
+    method = metrics["method"] + (f" with {metrics['mcmc']}" if metrics["method"] == "cd" else "")
+    components = metrics.get("whiten_components")
+    whiten = metrics["whiten"] + (f" (top {components} components)" if components else "")
+    lines = [f"deep energy model, {method}, whiten {whiten}, "
              f"sigma {metrics['sigma']:g}: {metrics['n_train']} training patches in {metrics['seconds']:.0f} s "
              f"({metrics['patches_per_second']:.0f} patches/s)",
              f"  held-out log p~ (pixel space, unnormalised): mean {metrics['heldout_log_prob_mean']:.1f}, "
              f"standard deviation {metrics['heldout_log_prob_std']:.1f} over {metrics.get('n_eval', '?')} "
              f"patches"]
+    if "filter_localisation" in metrics:
+        lines.append(f"  filters (rows of V in ZCA-whitened space, median): localisation "
+                     f"{metrics['filter_localisation']:.3f} (random rows {metrics['random_localisation']:.3f}), "
+                     f"response kurtosis {metrics['filter_kurtosis']:.2f} ({metrics['kurtosis_ratio']:.2f}x random "
+                     f"rows)")
     if metrics.get("log_z") is not None:
         lines.append(f"  log Z (NCE): {metrics['log_z']:.2f}; normalised held-out log p: "
                      f"{metrics['heldout_log_prob_mean'] - metrics['log_z']:.1f} nats per patch")
     for key in sorted(k for k in metrics if k.startswith("auroc_vs_")):
         name = key[len("auroc_vs_"):]
         lines.append(f"  AUROC held-out patches vs {SET_NAMES.get(name, name.replace('_', ' '))}: "
-                     f"{metrics[key]:.3f} (the fitted grid Gaussian's own: {metrics['gaussian_' + key]:.3f})")
+                     f"{metrics[key]:.3f} (the grid Gaussian's own: {metrics['gaussian_' + key]:.3f}"
+                     + (f", the full-covariance Gaussian's: {metrics['full_gaussian_' + key]:.3f}"
+                        if "full_gaussian_" + key in metrics else "") + ")")
     lines.append(f"  SavedModel: {metrics['export_dir']}")
     return lines

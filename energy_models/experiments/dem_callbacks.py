@@ -1,9 +1,10 @@
-"""Keras callbacks and figures of the deep-energy-model trainer: filters and samples (the divergence guard
-and checkpoints are `energy_models.checkpoints`)."""
+"""Keras callbacks and figures of the deep-energy-model trainer: filters, responses and samples (the
+divergence guard and checkpoints are `energy_models.checkpoints`)."""
 
 import pathlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from energy_models import figures
@@ -17,32 +18,67 @@ def model_samples(model, gaussian, n, config, seed):
     return model.sample(gaussian.sample(n, seed), config.sample_sweeps, seed)
 
 
+def filter_images(model):
+    """The filter mosaics of a trained model, by name (each tile scaled to its own range):
+
+    filters_pixel       rows of V as pixel-space filters f_j (f_j^T (x - m) = v_j^T u)
+    filters_whitened    rows of V in the model's whitened space (only for whitened models)
+    filters_by_weight   the pixel filters ordered by their total weight sum_k |W_kj| in the second layer
+    effective_filters   rows of W V in pixel space: each latent's filter where s is linear
+    """
+    pixel = np.asarray(model.filters(), np.float64)
+    weight = np.abs(np.asarray(model.energy.W)).sum(axis=0)
+    images = {"filters_pixel": pixel, "filters_by_weight": pixel[np.argsort(weight)[::-1]],
+              "effective_filters": np.asarray(model.energy.W, np.float64) @ pixel}
+    if model.whitening is not None:
+        images["filters_whitened"] = np.asarray(model.energy.effective_V, np.float64)
+    return {name: figures.image_grid(rows, scale="each") for name, rows in images.items()}
+
+
+def responses_figure(model, heldout, path=None):
+    """`figures.response_histograms` of the pixel filters' responses on held-out patches."""
+    x = np.asarray(heldout, np.float64)
+    responses = (x - x.mean(axis=0)) @ np.asarray(model.filters(), np.float64).T
+    return figures.response_histograms(responses, path, title="filter responses on held-out patches "
+                                                              "(standardised, log density)")
+
+
 class ImageSummaries(keras.callbacks.Callback):
-    """After every epoch: filters (rows of V in pixel space) and samples of the model to TensorBoard.
+    """After every epoch: the filter mosaics (`filter_images`), the response histograms and samples of the
+    model to TensorBoard.
 
     The samples run `sample_sweeps` Gibbs sweeps from the same Gaussian draws every epoch, so the
     sequence of images shows how the negatives evolve as the model trains.
     """
 
-    def __init__(self, log_dir, gaussian, config, num=64):
+    def __init__(self, log_dir, gaussian, config, heldout=None, num=64):
         super().__init__()
         self.writer = tf.summary.create_file_writer(str(log_dir))
         self.gaussian, self.config, self.num = gaussian, config, num
+        self.heldout = None if heldout is None else np.asarray(heldout)[:2000]
 
     def on_epoch_end(self, epoch, logs=None):
-        filters = figures.image_grid(self.model.filters(), scale="each")
         samples = figures.image_grid(model_samples(self.model, self.gaussian, self.num, self.config,
                                                    self.config.seed))
         with self.writer.as_default(step=epoch + 1):
-            tf.summary.image("filters", filters[None, :, :, None])
+            for name, mosaic in filter_images(self.model).items():
+                tf.summary.image(name, mosaic[None, :, :, None])
             tf.summary.image("samples", samples[None, :, :, None])
+            if self.heldout is not None:
+                tf.summary.image("responses", responses_figure(self.model, self.heldout)[None])
         self.writer.flush()
 
 
 def write_figures(model, gaussian, heldout, config, run_dir):
-    """filters.png, samples.png, gaussian_samples.png and heldout.png in RUN_DIR/figures."""
+    """RUN_DIR/figures: every `filter_images` mosaic, responses.png, samples.png, gaussian_samples.png and
+    heldout.png (filters.png is filters_pixel, the name earlier runs used)."""
     out = pathlib.Path(run_dir) / "figures"
-    figures.save_gray_png(out / "filters.png", figures.image_grid(model.filters(), scale="each"))
+    mosaics = filter_images(model)
+    figures.save_gray_png(out / "filters.png", mosaics["filters_pixel"])
+    for name, mosaic in mosaics.items():
+        if name != "filters_pixel":
+            figures.save_gray_png(out / f"{name}.png", mosaic)
+    responses_figure(model, heldout[:5000], out / "responses.png")
     figures.save_gray_png(out / "samples.png",
                           figures.image_grid(model_samples(model, gaussian, 64, config, config.seed)))
     figures.save_gray_png(out / "gaussian_samples.png", figures.image_grid(gaussian.sample(64, config.seed)))

@@ -6,6 +6,9 @@
 
 with S(u) = log(1 + e^u) (softplus), s(u) = 1 / (1 + e^-u) (sigmoid), V [hidden, D], W [K, hidden]
 (rows w_k), b [D], c [K] and an optional bias d [hidden] of g (off by default, as in the exercise).
+With `components` k < D, V = V_k B: the rows of V are confined to the span of k fixed orthonormal rows
+B [k, D] (e.g. the top principal directions of whitened patches) and only V_k [hidden, k] is learnt; the
+other D - k directions are modelled by the Gaussian term alone, so the density stays proper in all D.
 Summing z out of exp f gives exp log p~: sum_z exp(c^T z + z^T W g) = prod_k (1 + e^{w_k^T g + c_k}).
 
 The tensor functions below (`unnormalized_log_prob`, `latent_logits`, `joint_log_prob`, ...) take the
@@ -98,13 +101,17 @@ class DEMEnergy(keras.layers.Layer):
         latents: K, the number of binary latents (rows of W), default 64.
         sigma: the standard deviation of the Gaussian base term, > 0.
         use_bias: whether g has a bias d (False in the exercise).
+        components: None (V free in all D inputs) or k: V = V_k B with a fixed basis B [k, D] (see the
+            module docstring; `set_basis` sets B, which starts as the first k unit vectors).
+        v_stddev: std of V's (of V_k's) Gaussian start; default 1/sqrt(D).
         **kwargs: passed to `keras.layers.Layer`.
 
     Raises:
         ValueError: a width is not a positive integer or sigma is not a positive finite number.
     """
 
-    def __init__(self, hidden=64, latents=64, sigma=1.0, use_bias=False, **kwargs):
+    def __init__(self, hidden=64, latents=64, sigma=1.0, use_bias=False, components=None, v_stddev=None,
+                 **kwargs):
         super().__init__(**kwargs)
         for name, value in (("hidden", hidden), ("latents", latents)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -116,14 +123,29 @@ class DEMEnergy(keras.layers.Layer):
         self.latents = int(latents)
         self.sigma = float(sigma)
         self.use_bias = bool(use_bias)
+        if components is not None and (isinstance(components, bool) or not isinstance(components, (int, np.integer))
+                                       or components < 1):
+            raise ValueError(f"components must be None or a positive integer, got components={components!r}")
+        self.components = None if components is None else int(components)
+        if v_stddev is not None and not (np.isfinite(v_stddev) and v_stddev > 0):
+            raise ValueError(f"v_stddev must be None or a positive number, got v_stddev={v_stddev!r}")
+        self.v_stddev = None if v_stddev is None else float(v_stddev)
 
     def build(self, input_shape):
         dim = input_shape[-1]
         if dim is None:
             raise ValueError("the input width D must be known to build DEMEnergy")
         self.dim = int(dim)
-        self.V = self.add_weight(name="V", shape=(self.hidden, self.dim),
-                                 initializer=keras.initializers.RandomNormal(stddev=self.dim ** -0.5))
+        if self.components is not None and self.components > self.dim:
+            raise ValueError(f"components ({self.components}) must be at most the input width {self.dim}")
+        width = self.dim if self.components is None else self.components
+        stddev = self.v_stddev if self.v_stddev is not None else self.dim ** -0.5
+        self.V = self.add_weight(name="V", shape=(self.hidden, width),
+                                 initializer=keras.initializers.RandomNormal(stddev=stddev))
+        # Fixed, saved with the model (a checkpoint restores it with the weights).
+        self.basis = None if self.components is None else self.add_weight(
+            name="basis", shape=(self.components, self.dim), trainable=False,
+            initializer=lambda shape, dtype=None: tf.eye(shape[0], shape[1], dtype=dtype or "float32"))
         self.W = self.add_weight(name="W", shape=(self.latents, self.hidden),
                                  initializer=keras.initializers.RandomNormal(stddev=self.hidden ** -0.5))
         self.b = self.add_weight(name="b", shape=(self.dim,), initializer="zeros")
@@ -134,10 +156,24 @@ class DEMEnergy(keras.layers.Layer):
         if x.shape[-1] is not None and x.shape[-1] != self.dim:
             raise ValueError(f"X has {x.shape[-1]} features, but the model expects {self.dim}")
 
+    def set_basis(self, basis):
+        """Sets B [k, D] (orthonormal rows) of a model with `components` k."""
+        if self.basis is None:
+            raise ValueError("set_basis needs a model built with components=k")
+        basis = np.asarray(basis, np.float32)
+        if basis.shape != tuple(self.basis.shape):
+            raise ValueError(f"basis must have shape {tuple(self.basis.shape)}, got {basis.shape}")
+        self.basis.assign(basis)
+
+    @property
+    def effective_V(self):
+        """V [hidden, D] as the energy uses it: V_k B with a basis, else the weight V itself."""
+        return self.V if self.basis is None else tf.matmul(self.V, self.basis)
+
     @property
     def params(self):
-        """(V, W, b, c, sigma, d) in the order of the tensor functions' arguments."""
-        return self.V, self.W, self.b, self.c, self.sigma, self.d
+        """(V, W, b, c, sigma, d) in the order of the tensor functions' arguments (V as `effective_V`)."""
+        return self.effective_V, self.W, self.b, self.c, self.sigma, self.d
 
     def call(self, x):
         self._check(x)
@@ -145,11 +181,11 @@ class DEMEnergy(keras.layers.Layer):
 
     def features(self, x):
         """g(x) = s(V x + d): [n, hidden]."""
-        return features(x, self.V, self.d)
+        return features(x, self.effective_V, self.d)
 
     def latent_logits(self, x):
         """w_k^T g(x) + c_k: [n, K]."""
-        return latent_logits(x, self.V, self.W, self.c, self.d)
+        return latent_logits(x, self.effective_V, self.W, self.c, self.d)
 
     def latent_means(self, x):
         """E[z | x] = s(w_k^T g(x) + c_k): [n, K]."""
@@ -168,4 +204,5 @@ class DEMEnergy(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "hidden": self.hidden, "latents": self.latents,
-                "sigma": self.sigma, "use_bias": self.use_bias}
+                "sigma": self.sigma, "use_bias": self.use_bias, "components": self.components,
+                "v_stddev": self.v_stddev}
