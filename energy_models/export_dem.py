@@ -56,7 +56,7 @@ class DEMModule(tf.Module):
         # (bench_score, raw model, three runs each: 506k-626k patches/s against 636k-722k stored).
         self._Vb_t = variable(np.concatenate([np.asarray(energy.effective_V), np.asarray(energy.b)[None]]).T, "Vb_t")
         self._db = variable(np.append(np.asarray(self._d.numpy()), 0.0), "db")
-        self._sigma = float(energy.sigma)
+        self._sigma = float(energy.scale)  # The learnt value when sigma was learnt.
         if model.whitening is None:
             mean, matrix, inverse, log_det = np.zeros(dim), np.eye(dim), np.eye(dim), 0.0
         else:
@@ -74,7 +74,7 @@ class DEMModule(tf.Module):
         self._mcmc, self._leapfrog, self._sweeps, self._dim = (model.mcmc, model.leapfrog_steps,
                                                                int(sample_sweeps), dim)
         info = dict(info, kind="deep_energy_model", hidden=energy.hidden, latents=energy.latents,
-                    sigma=energy.sigma, whitened=model.whitening is not None, mcmc=model.mcmc,
+                    sigma=float(energy.scale), whitened=model.whitening is not None, mcmc=model.mcmc,
                     sample_sweeps=int(sample_sweeps), step_size=float(model.step_size.numpy()),
                     log_z=None, log_z_source="none yet: log_prob returns NaN until an AIS estimate is "
                                              "stored; use unnormalized_log_prob")

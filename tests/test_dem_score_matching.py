@@ -73,6 +73,25 @@ def test_score_matching_of_the_gaussian_special_case_recovers_its_mean(noise_std
     np.testing.assert_allclose(energy.b.numpy(), x.mean(axis=0) / sigma ** 2, atol=0.03)
 
 
+def test_exact_score_matching_learns_sigma_of_the_gaussian_special_case():
+    """With V = 0 and --learn-sigma the model is N(sigma^2 b, sigma^2 I); score matching's optimum is the
+    data's mean and its (isotropic) variance: sigma = 0.6 for data drawn with std 0.6, not the start 1."""
+    dim = 12
+    rng = np.random.default_rng(1)
+    mean = rng.normal(size=dim).astype(np.float32)
+    x = (mean + 0.6 * rng.standard_normal((4096, dim))).astype(np.float32)
+    keras.utils.set_random_seed(0)
+    energy = DEMEnergy(4, 4, sigma=1.0, learn_sigma=True)
+    model = DEMScoreMatching(energy, noise_std=0.0, dim=dim, num_chains=256)
+    energy.V.assign(np.zeros((4, dim), np.float32))
+    energy.V.trainable = False
+    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(0.05, 16 * 40)))
+    model.fit(x, batch_size=256, epochs=40, verbose=0, shuffle=True)
+    sigma = float(energy.scale)
+    assert sigma == pytest.approx(np.sqrt(np.mean(np.var(x, axis=0))), rel=0.02)
+    np.testing.assert_allclose(energy.b.numpy() * sigma ** 2, x.mean(axis=0), atol=0.03)
+
+
 def _resolved(flags):
     args = _cli.parser_for(dem.DEMConfig, "train.dem", "").parse_args(flags)
     return dem.DEMConfig(**vars(args)).resolve()
@@ -140,11 +159,22 @@ def test_dsm_run_reports_filters_and_exports_what_it_trained(dsm_run):
     # Loss of order D/2 (= 392) and falling below the V = 0 model's; the trained filters are finite rows.
     assert 300 < metrics["final"]["loss"] < 392
     assert 0 < metrics["filter_localisation"] <= 1 and np.isfinite(metrics["filter_kurtosis"])
-    assert metrics["full_gaussian_heldout_log_prob"] > metrics["gaussian_heldout_log_prob"] - 50
-    heldout = load_patch_set(os.path.join(config.run_dir, "patches.npz")).heldout[:200]
+    patch_set = load_patch_set(os.path.join(config.run_dir, "patches.npz"))
+    # The full-covariance baseline against a plain numpy N(m, S + 1e-6 I) on the whole held-out split
+    # (fewer than n_eval patches here, so the metric averages over all of them). No ordering against the
+    # grid Gaussian is asserted: with ~2,300 training patches in 784 dimensions the full covariance
+    # overfits and loses to the grid on held-out patches; on 50,000 patches it wins (README).
+    train, held = patch_set.train.astype(np.float64), patch_set.heldout.astype(np.float64)
+    assert len(held) == metrics["n_eval"]
+    m = train.mean(0)
+    cov = np.cov(train, rowvar=False, bias=True) + 1e-6 * np.eye(784)
+    _, logdet = np.linalg.slogdet(cov)
+    maha = np.einsum("ij,ij->i", held - m, np.linalg.solve(cov, (held - m).T).T)
+    expected = np.mean(-0.5 * (maha + logdet + 784 * np.log(2 * np.pi)))
+    np.testing.assert_allclose(metrics["full_gaussian_heldout_log_prob"], expected, rtol=1e-6)
+    heldout = patch_set.heldout[:200]
     module = tf.saved_model.load(config.export_dir)
     # A fresh model restored from the last checkpoint (basis included) scores as the export does.
-    patch_set = load_patch_set(os.path.join(config.run_dir, "patches.npz"))
     gaussian = dem.FittedGaussian.grid(patch_set.train)
     fresh_config = dem.DEMConfig(**{**config.__dict__, "seed": 7})
     model = dem.build_model(fresh_config, patch_set.train, dem.make_whitening(fresh_config, patch_set.train,

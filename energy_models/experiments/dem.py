@@ -67,7 +67,9 @@ class DEMConfig:
                                   "density stays proper in every pixel (default: 150 for dsm and sm, all "
                                   "pixels for cd and nce)", default=None)
     sigma: float = flag("std sigma of the model's Gaussian term -||x||^2/(2 sigma^2) (1 or 0.1 in the "
-                         "exercise)", default=1.0)
+                         "exercise); with --learn-sigma its starting value", default=1.0)
+    learn_sigma: bool = flag("learn sigma (as log sigma^2) with the other parameters instead of fixing it",
+                             default=False)
     method: str = flag("training method: dsm (denoising score matching), sm (exact score matching), cd "
                         "(contrastive divergence with MCMC negatives) or nce (noise-contrastive estimation "
                         "against the fitted Gaussian; also learns log Z)", default="dsm", choices=METHODS)
@@ -323,7 +325,7 @@ def build_model(config, train, whitening, gaussian=None):
         raise UserError(f"--whiten-components {components} is more than the {train.shape[1]} pixels of a "
                         "patch; pass at most that")
     energy = DEMEnergy(config.hidden, config.latents, config.sigma, use_bias=config.g_bias,
-                       components=components, name="energy")
+                       components=components, learn_sigma=config.learn_sigma, name="energy")
     u = train if whitening is None else np.asarray(whitening(train[:10_000]))
     if config.method in SCORE_METHODS:
         from energy_models.estimators.dem_score_matching import DEMScoreMatching
