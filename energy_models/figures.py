@@ -36,6 +36,35 @@ def image_grid(images, rows=8, cols=8, size=28, pad=1, scale="clip"):
     return out
 
 
+def pair_grid(left, right, cols=4, size=28, pad=1, gap=6):
+    """Tiles pairs of flattened images, left_k | right_k side by side, `cols` pairs a row, into one mosaic.
+
+    Both images of a pair share one grey scale, the pair's own range: v -> (v - lo) / (hi - lo) with
+    lo, hi = min and max over the two images. So a pair shows how far one image moved from the other (a
+    mode smoother than its start reads as flatter), while pairs of very different ranges each stay visible.
+    Images of a pair are `pad` pixels apart, pairs `gap` pixels apart; the background is white.
+
+    Args:
+      left, right: arrays [n, size * size] (e.g. starts and the modes found from them).
+    Returns:
+      [rows * (size + gap) + gap, cols * (2 * size + pad + gap) + gap] array in [0, 1].
+    """
+    left = np.asarray(left, np.float64).reshape(-1, size, size)
+    right = np.asarray(right, np.float64).reshape(-1, size, size)
+    pairs = np.stack([left, right], axis=1)  # [n, 2, size, size]
+    lo = pairs.min(axis=(1, 2, 3), keepdims=True)
+    hi = pairs.max(axis=(1, 2, 3), keepdims=True)
+    pairs = (pairs - lo) / np.maximum(hi - lo, 1e-12)
+    rows = -(-len(pairs) // cols)
+    width, height = 2 * size + pad + gap, size + gap
+    out = np.ones((rows * height + gap, cols * width + gap))
+    for k, (a, b) in enumerate(pairs):
+        top, first = gap + (k // cols) * height, gap + (k % cols) * width
+        out[top:top + size, first:first + size] = a
+        out[top:top + size, first + size + pad:first + 2 * size + pad] = b
+    return out
+
+
 def save_gray_png(path, mosaic, upscale=2):
     """Writes a [h, w] array in [0, 1] as an 8-bit grayscale PNG (nearest-neighbour upscaled)."""
     from PIL import Image

@@ -110,6 +110,15 @@ def test_bad_inputs_give_one_line(gaussian_model_dir, tmp_path, capsys):
         (["--model", gaussian_model_dir, "--patches", str(tmp_path / "nan.npy"), "--mnist-noise", "0.1"],
          "--mnist-noise does nothing here: it applies only with --mnist"),
         (["--patches", str(tmp_path / "nan.npy")], "no model given; pass --model DIR"),
+        (["--model", gaussian_model_dir, "--modes", "4", "--mode-learning-rate", "1e-3"],
+         "--mode-learning-rate does nothing here: it applies only with --modes N and --mode-optimizer sgd or "
+         "adam (lbfgs, the default, has no learning rate: its line search picks each step)"),
+        (["--model", gaussian_model_dir, "--patches", str(tmp_path / "narrow.npy"), "--mode-steps", "50"],
+         "--mode-steps does nothing here: it applies only with --modes N"),
+        (["--model", gaussian_model_dir, "--modes", "4", "--mode-tolerance", "-1"],
+         "--mode-tolerance must be >= 0, got -1.0"),
+        (["--model", gaussian_model_dir, "--modes", "4", "--mode-optimizer", "sgd", "--mode-learning-rate", "nan"],
+         "--mode-learning-rate must be a finite number, got nan"),
     ]
     for argv, message in cases:
         code, _, err = run_cli(argv + ["--figures-dir", str(tmp_path)], capsys)
@@ -207,15 +216,57 @@ def test_mnist_noise_scores_the_digits_train_gaussian_evaluates(gaussian_model_d
     assert row["mean"] == pytest.approx(np.mean(expected), rel=1e-6)
 
 
-def test_mode_search_increases_log_p_monotonically():
-    from energy_models import modes
+@pytest.fixture(scope="module")
+def whitened_dem_dir(tmp_path_factory):
+    """An exported deep energy model (random weights, 8 hidden units and latents, sigma 1) whitened by
+    W = Q diag(lambda)^-1/2 Q^T with lambda from 1/6000 to 1: the curvature of its log p in pixel space,
+    W^T W / sigma^2 plus the layers' terms, spans about 1 to 6000, as a ZCA-whitened model on photos."""
+    from energy_models.estimators.contrastive_divergence import ContrastiveDivergence
+    from energy_models.export_dem import DEMModule
+    from energy_models.layers.dem_energy import DEMEnergy
+    from energy_models.whitening import LinearWhitening
 
-    model = GridGaussian(28, 28, 4, diagonal_init=100.0)
-    model.set_mean(np.full(784, 0.5))
-    start = np.random.default_rng(0).uniform(0, 1, size=(6, 784)).astype(np.float32)
-    search = modes.find_modes(model.unnormalized_log_prob, start, learning_rate=1e-3, max_steps=500)
-    assert search.monotonic
-    assert np.all(search.log_p_end > search.log_p_start)
-    # The mode of a Gaussian is its mean, where the unnormalised log density is 0.
-    np.testing.assert_allclose(search.end, 0.5, atol=1e-2)
-    assert search.steps < 500  # The stopping rule fired.
+    rng = np.random.default_rng(4)
+    rotation, _ = np.linalg.qr(rng.normal(size=(784, 784)))
+    variances = np.geomspace(1 / 6000, 1.0, 784)
+    matrix = (rotation / np.sqrt(variances)) @ rotation.T
+    inverse = (rotation * np.sqrt(variances)) @ rotation.T
+    whitening = LinearWhitening.from_arrays(np.full(784, 0.5), matrix, inverse, -0.5 * np.sum(np.log(variances)))
+    energy = DEMEnergy(8, 8, 1.0, use_bias=True)
+    model = ContrastiveDivergence(energy, dim=784, whitening=whitening, mcmc="langevin", mcmc_steps=1)
+    for weight in (energy.V, energy.W, energy.b, energy.c, energy.d):
+        weight.assign(rng.normal(size=weight.shape).astype(np.float32) * 0.1)
+    module = DEMModule(model, np.full(784, 0.5), 0.05 * np.eye(784), {"kind": "test"}, sample_sweeps=1)
+    return export.save_atomically(module, tmp_path_factory.mktemp("models") / "dem-zca")
+
+
+def test_modes_of_a_whitened_dem_rise_to_finite_modes_where_sgd_diverges(whitened_dem_dir, gaussian_model_dir,
+                                                                         tmp_path, capsys):
+    """Issue 14, item 3: train.score --modes with the default L-BFGS ends every search at a finite point
+    with log p no lower than at its start, and draws every start beside its mode; keras SGD at the old
+    learning rate 1e-3 stops with one line naming the fix."""
+    from PIL import Image
+
+    code, out, err = run_cli(["--model", whitened_dem_dir, "--modes", "6", "--json", str(tmp_path / "m.json"),
+                              "--figures-dir", str(tmp_path)], capsys)
+    assert code == 0, err
+    modes = json.loads((tmp_path / "m.json").read_text())["models"][0]["modes"]
+    start, end = np.array(modes["log_p_start"]), np.array(modes["log_p_end"])
+    assert len(end) == 6 and np.all(np.isfinite(end)) and np.all(end >= start)
+    assert modes["monotonic"] and modes["optimizer"] == "lbfgs" and modes["steps"] < 2000
+    assert modes["converged"] + modes["stalled"] == 6
+    # 6 pairs, 4 a row: 2 rows of (28 + 6) + 6 pixels, 4 pairs of 2 * 28 + 1 + 6 plus 6; upscaled twice.
+    assert Image.open(modes["figure"]).size == (2 * (4 * 63 + 6), 2 * (2 * 34 + 6))
+    assert "L-BFGS iterations" in out and "of 6 met --mode-tolerance" in out
+
+    code, _, err = run_cli(["--model", whitened_dem_dir, "--modes", "6", "--mode-optimizer", "sgd",
+                            "--mode-learning-rate", "1e-3", "--figures-dir", str(tmp_path)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith("error: mode search stopped: ") and "use --mode-optimizer lbfgs" in err
+
+    # A model whose mode is known: the Gaussian's mean, 0.5 in every pixel.
+    code, out, err = run_cli(["--model", gaussian_model_dir, "--modes", "3", "--json", str(tmp_path / "g.json"),
+                              "--figures-dir", str(tmp_path)], capsys)
+    assert code == 0, err
+    modes = json.loads((tmp_path / "g.json").read_text())["models"][0]["modes"]
+    assert modes["log_p_end_mean"] == pytest.approx(784 / 2 * np.log(100 / (2 * np.pi)), abs=1e-2)
