@@ -82,6 +82,6 @@ class ArrayData:
 
     def training_dataset(self, batch_size, seed, start_epoch=0):
         """An endless dataset of reshuffled training batches from `start_epoch` (see `NoisyMnist`)."""
-        from energy_models.data.batches import epoch_batches
+        from energy_models.data.batches import epoch_batches, train_constant
 
-        return epoch_batches(self.train_pixels, batch_size, seed, start_epoch)
+        return epoch_batches(train_constant(self), batch_size, seed, start_epoch)

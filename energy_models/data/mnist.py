@@ -165,9 +165,9 @@ class NoisyMnist:
         Order and noise are functions of (seed, epoch, step) (`energy_models.data.batches`), so a run
         resumed at epoch k sees what an uninterrupted one sees. `steps_per_epoch = n_train // batch_size`.
         """
-        from energy_models.data.batches import epoch_batches
+        from energy_models.data.batches import epoch_batches, train_constant
 
-        return epoch_batches(self.train_pixels, batch_size, seed, start_epoch, self.noise_std)
+        return epoch_batches(train_constant(self), batch_size, seed, start_epoch, self.noise_std)
 
 
 def _add_noise(pixels, noise_std, seed):
