@@ -13,27 +13,31 @@ import numpy as np  # noqa: E402
 def image_grid(images, rows=8, cols=8, size=28, pad=1, scale="clip"):
     """Tiles flattened images [n, size * size] into one [rows * (size + pad) + pad, ...] mosaic in [0, 1].
 
+    The tiling is `skimage.util.montage` with white fill (missing tiles and the `pad`-pixel gaps, borders
+    included, are 1); only the per-image scaling is done here.
+
     Args:
-      images: array [n, size * size]; the first rows * cols are drawn (missing ones stay blank).
+      images: array [n, size * size] (or [n, height * width] with size = (height, width)); the first
+        rows * cols are drawn (missing ones stay blank).
       rows, cols: mosaic shape.
-      size: side of each image.
-      pad: blank pixels between images.
+      size: side of each image, or (height, width).
+      pad: blank pixels between images and around the mosaic.
       scale: "clip" clips to [0, 1] (pixels); "each" rescales every image to its own [min, max]
         (filters, whitened patches, whose range is arbitrary).
     """
-    images = np.asarray(images, dtype=np.float64)[: rows * cols].reshape(-1, size, size)
+    from skimage.util import montage
+
+    height, width = (size, size) if np.ndim(size) == 0 else tuple(size)
+    images = np.asarray(images, dtype=np.float64)[: rows * cols].reshape(-1, height, width)
     if scale == "each":
         lo = images.min(axis=(1, 2), keepdims=True)
         hi = images.max(axis=(1, 2), keepdims=True)
         images = (images - lo) / np.maximum(hi - lo, 1e-12)
     else:
         images = np.clip(images, 0.0, 1.0)
-    step = size + pad
-    out = np.ones((rows * step + pad, cols * step + pad))
-    for k, img in enumerate(images):
-        r, c = divmod(k, cols)
-        out[pad + r * step: pad + r * step + size, pad + c * step: pad + c * step + size] = img
-    return out
+    if len(images) == 0:  # montage needs one tile to know the tile shape.
+        return np.ones((rows * (height + pad) + pad, cols * (width + pad) + pad))
+    return montage(images, fill=1.0, grid_shape=(rows, cols), padding_width=pad)
 
 
 def pair_grid(left, right, cols=4, size=28, pad=1, gap=6):
