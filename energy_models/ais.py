@@ -23,6 +23,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from energy_models.samplers.exact_float32 import use_exact_float32
+
 
 @dataclasses.dataclass
 class AISEstimate:
@@ -98,6 +100,7 @@ def _run_chain(proposal_log_prob_fn, target_log_prob_fn, initial_state, num_step
     import tensorflow_probability as tfp  # Imported on use: TFP pulls in tf_keras.
 
     refreshed = _refreshed_kernel_class()
+    use_exact_float32()  # Log-weights sum one log-density difference per temperature (exact_float32).
 
     def make_kernel(log_prob_fn):
         hmc = tfp.mcmc.HamiltonianMonteCarlo(log_prob_fn, step_size=step_size,

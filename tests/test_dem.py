@@ -244,6 +244,51 @@ def test_prefetched_noise_gives_the_steps_of_fresh_draws(method):
     assert not np.allclose(prefetched.energy.V.numpy(), fresh.energy.V.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def _forbid_host_noise(*args):
+    raise AssertionError("the numpy noise path was used")
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_host_noise_feeds_the_step_only_without_a_gpu(monkeypatch, gpu):
+    # On a GPU the numpy draw would be copied from the host every step: the sweeps draw on the device.
+    import keras
+
+    from energy_models.samplers import normal_noise
+
+    monkeypatch.setattr(normal_noise, "host_noise_pays", lambda: not gpu)
+    keras.utils.set_random_seed(1)
+    model = ContrastiveDivergence(DEMEnergy(5, 4, 1.0), dim=20, mcmc="mala", mcmc_steps=3, step_size=0.05, seed=2)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)
+    assert model.prefetches_noise is (not gpu) and hasattr(model, "_noise_buffer") is (not gpu)
+    monkeypatch.setattr(normal_noise, "standard_normal", _forbid_host_noise)
+    before = model.energy.V.numpy().copy()
+    batch = tf.constant(np.random.default_rng(0).random((32, 20), dtype=np.float32))
+    if not gpu:
+        with pytest.raises(Exception, match="numpy noise path"):
+            model.train_on_batch(batch)
+        return
+    logs = model.train_on_batch(batch, return_dict=True)
+    assert model.jit_compile and np.isfinite(logs["loss"]) and 0.0 < logs["acceptance"] <= 1.0
+    assert not np.allclose(model.energy.V.numpy(), before)
+
+
+def test_mcmc_and_ais_switch_tensor_float_32_off():
+    from energy_models import ais
+
+    energy = DEMEnergy(3, 2, 1.0)
+    energy.build((None, 4))
+    try:
+        tf.config.experimental.enable_tensor_float_32_execution(True)
+        dem_gibbs.run_chains(tf.zeros((2, 4)), 0.1, tf.constant([0, 1]), 1, energy.latent_logits, energy.joint, "mala")
+        assert not tf.config.experimental.tensor_float_32_execution_enabled()
+        tf.config.experimental.enable_tensor_float_32_execution(True)
+        base = ais.base_gaussian(np.zeros(4), np.eye(4))
+        ais.forward_ais(lambda x: -0.5 * tf.reduce_sum(x * x, axis=-1), base, num_steps=2, num_chains=2)
+        assert not tf.config.experimental.tensor_float_32_execution_enabled()
+    finally:
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
 def test_step_size_adaptation_moves_towards_target():
     eta = tf.constant(0.1)
     assert dem_gibbs.adapt_step_size(eta, tf.constant([0.9, 0.8]), 0.574, 0.01).numpy() == pytest.approx(0.101)

@@ -129,8 +129,10 @@ class ContrastiveDivergence(keras.Model):
     @property
     def prefetches_noise(self):
         """Whether train_step draws the x-moves' Gaussian noise outside XLA, a step ahead (CD with
-        Langevin or MALA; HMC's tfp kernel draws its own momenta)."""
-        return self.mcmc in dem_gibbs.NOISE_METHODS and type(self).train_step is ContrastiveDivergence.train_step
+        Langevin or MALA on a CPU; HMC's tfp kernel draws its own momenta; on a GPU the sweeps draw
+        theirs on the device, `normal_noise.host_noise_pays`)."""
+        return (self.mcmc in dem_gibbs.NOISE_METHODS and type(self).train_step is ContrastiveDivergence.train_step
+                and normal_noise.host_noise_pays())
 
     def compile(self, *args, jit_compile="auto", **kwargs):
         """`keras.Model.compile`; with Langevin or MALA moves, `jit_compile=True` compiles the step's

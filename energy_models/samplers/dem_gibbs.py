@@ -40,6 +40,7 @@ products of experts by minimizing contrastive divergence", Neural Computation (2
 import tensorflow as tf
 
 from energy_models.layers.dem_energy import row_sum, sample_latents
+from energy_models.samplers import exact_float32
 
 METHODS = ("langevin", "mala", "hmc")
 # The moves that take their Gaussian noise as an argument (`langevin_move`, `mala_move`).
@@ -180,6 +181,7 @@ def run_chains(x, step_size, seed, num_sweeps, logits_fn, joint_fn, method, leap
     Returns:
         (x after the sweeps, mean acceptance probability over sweeps and chains, final eta).
     """
+    exact_float32.use_exact_float32()  # Runs when traced, before any sweep executes.
     adapt = adapt_rate > 0 and method in TARGET_ACCEPTANCE
     target = TARGET_ACCEPTANCE.get(method, 1.0) if target_acceptance is None else target_acceptance
     step_size = tf.convert_to_tensor(step_size, x.dtype)
