@@ -23,17 +23,20 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from energy_models.mcmc_health import importance_ess
 from energy_models.samplers.exact_float32 import use_exact_float32
 
 
 @dataclasses.dataclass
 class AISEstimate:
-    """log Z with its standard error, the per-chain log-weights and the mean HMC acceptance."""
+    """log Z with its standard error, the per-chain log-weights, the mean HMC acceptance and the weights'
+    effective sample size (Kish's, `mcmc_health.importance_ess`: how many chains the estimate rests on)."""
 
     log_z: float
     stderr: float
     log_weights: np.ndarray
     acceptance: float
+    ess: float = float("nan")
 
 
 def _log_mean_exp_and_stderr(log_weights):
@@ -153,7 +156,7 @@ def forward_ais(target_log_prob_fn, base, num_steps=1000, num_chains=64, step_si
     log_weights, accept = _run_chain(base.log_prob, target_log_prob_fn, x0, num_steps, step_size,
                                      leapfrog_steps, [seed[0], seed[1] + 1])
     log_z, stderr = _log_mean_exp_and_stderr(log_weights.numpy())
-    return AISEstimate(log_z, stderr, log_weights.numpy(), float(accept))
+    return AISEstimate(log_z, stderr, log_weights.numpy(), float(accept), importance_ess(log_weights.numpy()))
 
 
 def reverse_ais(target_log_prob_fn, base, target_samples, num_steps=1000, step_size=0.01,
@@ -166,4 +169,4 @@ def reverse_ais(target_log_prob_fn, base, target_samples, num_steps=1000, step_s
                                      tf.constant(target_samples, tf.float32), num_steps, step_size,
                                      leapfrog_steps, list(seed))
     log_inv_z, stderr = _log_mean_exp_and_stderr(log_weights.numpy())
-    return AISEstimate(-log_inv_z, stderr, log_weights.numpy(), float(accept))
+    return AISEstimate(-log_inv_z, stderr, log_weights.numpy(), float(accept), importance_ess(log_weights.numpy()))

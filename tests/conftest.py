@@ -60,3 +60,16 @@ def snapshot(folder):
     """{relative path: bytes} of every file under `folder`: to assert that nothing there changed."""
     folder = pathlib.Path(folder)
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def tensorboard_tags(run_dir):
+    """{(tag, step)} of every summary in the TensorBoard event files under `run_dir`."""
+    import pathlib
+
+    import tensorflow as tf
+
+    tags = set()
+    for path in pathlib.Path(run_dir).rglob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            tags.update((value.tag, event.step) for value in event.summary.value)
+    return tags

@@ -94,6 +94,9 @@ def test_ais_recovers_log_z_of_a_deep_energy_model_with_v_zero(tmp_path, capsys)
     # Reverse AIS from exact samples is a stochastic upper bound: the sandwich holds, and is narrow.
     assert a["log_z_reverse"] + 3 * a["stderr_reverse"] >= true >= a["log_z_forward"] - 3 * a["stderr_forward"]
     assert a["log_z_reverse"] - true < 3.0, (a, true)
+    # Kish's ESS of the weights is printed beside the standard error, and lies in [1, chains].
+    assert 1.0 <= a["ess_forward"] <= 32.0 and 1.0 <= a["ess_reverse"] <= 32.0
+    assert f"(ESS {a['ess_forward']:.1f})" in out
     # A log Z is stored only when forward and reverse agree within 1 nat (train.score's rule).
     agree = abs(a["log_z_forward"] - a["log_z_reverse"]) <= 1.0
     assert bool(entry["normalised"]) == agree

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -315,6 +316,29 @@ def test_short_training_lowers_data_energy_below_negatives(trained):
     for name in ("config.json", "metrics.json", "patches.npz", "figures/filters.png", "figures/samples.png",
                  "checkpoints/epoch-000002.weights.h5"):
         assert os.path.exists(os.path.join(config.run_dir, name)), name
+
+
+def test_mcmc_health_reaches_tensorboard_and_metrics(trained):
+    # Persistent CD: the check starts at the persistent chains, after the last epoch (2 < --mcmc-health-every).
+    config, metrics = trained
+    assert metrics["mcmc_start"] == "persistent chains" and metrics["mcmc_chains"] == 64
+    assert metrics["mcmc_rhat_max"] >= 1.0 and metrics["mcmc_ess_min"] > 0
+    assert (metrics["mcmc_warning"] is None) == (metrics["mcmc_rhat_max"] <= 1.1)
+    # Every epoch's images and Keras's epoch scalars are there too (2 epochs of 24 steps, update_freq 50).
+    from tests.conftest import tensorboard_tags
+
+    tags = tensorboard_tags(config.run_dir)
+    for epoch in (1, 2):
+        assert {("samples", epoch), ("filters_pixel", epoch), ("epoch_loss", epoch - 1)} <= tags, tags
+    scalars = {}
+    for path in (pathlib.Path(config.run_dir) / "eval").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag.startswith("mcmc/"):
+                    scalars[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
+    assert set(scalars) == {("mcmc/rhat_max", 2), ("mcmc/ess_min", 2), ("mcmc/energy_gap", 2)}
+    for name in ("rhat_max", "ess_min", "energy_gap"):
+        assert scalars[(f"mcmc/{name}", 2)] == pytest.approx(metrics[f"mcmc_{name}"], rel=1e-5)
 
 
 def test_export_loads_in_fresh_process_without_project(trained):

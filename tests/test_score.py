@@ -158,6 +158,7 @@ def test_ais_stores_log_z_in_an_unnormalised_model(tmp_path, capsys):
 
 def _ais_estimate(gap, steps=50, chains=16, log_z=-700.0):
     return {"log_z_forward": log_z, "stderr_forward": 0.1, "log_z_reverse": log_z + gap, "stderr_reverse": 0.1,
+            "ess_forward": 10.0, "ess_reverse": 10.0,
             "gap": gap, "acceptance": 0.6, "converged": abs(gap) <= 1.0, "steps": steps, "chains": chains,
             "log_z_stored": None, "seconds": 1.0}
 

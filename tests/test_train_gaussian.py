@@ -234,6 +234,11 @@ def test_stochastic_estimators_run_on_patches(estimator, tmp_path, capsys):
     assert not set(out) & {"\x1b", "\r", "\b"}
     assert re.search(r"^\d+/\d+ - \d+s - .*loss: ", out, re.MULTILINE), out
     assert f"(tensorboard --logdir '{tmp_path / 'my run'}')" in out
+    # The epoch's summaries reach TensorBoard although its 10 steps are not a multiple of update_freq 50.
+    from tests.conftest import tensorboard_tags
+
+    tags = tensorboard_tags(tmp_path / "my run")
+    assert {("epoch_loss", 0), ("epoch_heldout_log_likelihood", 1), ("epoch_samples", 1)} <= tags, tags
     if estimator == "sm":
         # Item 12: the same command on the finished run trains no epoch and reports the run's own figures.
         code, out, err = run_cli(argv, capsys)

@@ -27,6 +27,7 @@ from energy_models.console import progress_verbosity
 from energy_models.gaussian import GridGaussian, average_log_likelihood
 from energy_models.distribute import replica_share, step_logs
 from energy_models.seeding import replica_seed
+from energy_models.tensorboard import TensorBoard, epoch_summaries
 
 
 class EstimatorGaussian(GridGaussian):
@@ -439,7 +440,7 @@ class HeldOutEvaluation(keras.callbacks.Callback):
             row["log_z_estimate"] = estimate
             row["log_z_error"] = estimate - log_z
         self.history.append(row)
-        with self.writer.as_default(step=epoch + 1):
+        with epoch_summaries(self.writer, epoch + 1):
             for key, value in row.items():
                 if key != "epoch":
                     tf.summary.scalar(f"epoch_{key}", value)
@@ -533,7 +534,7 @@ def fit_keras_estimator(config, data, estimator, target, writer, verbose="auto",
     # The divergence guard first (it restores weights the others then see), the checkpoint after the
     # PD guard (so that only tested precisions are saved).
     callbacks = [divergence, guard, held_out, checkpoint,
-                 keras.callbacks.TensorBoard(log_dir=str(log_dir or run_dir), update_freq=update_freq,
+                 TensorBoard(log_dir=str(log_dir or run_dir), update_freq=update_freq,
                                              write_graph=False)]
     start = time.perf_counter()
     history = estimator.fit(data.training_dataset(config.batch_size, config.seed, initial_epoch),

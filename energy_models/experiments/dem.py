@@ -20,6 +20,7 @@ import functools
 import math
 import os
 import pathlib
+import sys
 import time
 
 import numpy as np
@@ -107,6 +108,9 @@ class DEMConfig:
                                 default=None)
     sample_sweeps: int = flag("Gibbs sweeps of the samples drawn for figures and by the SavedModel's "
                                "sample()", default=100)
+    mcmc_health_every: int = flag("epochs between checks of the sampler's health (split R-hat and ESS of 64 "
+                                  "chains, energy gap; TensorBoard mcmc/*); the last epoch is always checked",
+                                  default=10)
     mnist_dir: str = flag("tensorflow-datasets folder with MNIST for the digits AUROC (default: "
                            "$TFDS_DATA_DIR; skipped when neither is set)", default=None)
     seed: int = flag("seed of every random draw (patches, initialisation, MCMC, shuffling)", default=0)
@@ -155,6 +159,7 @@ class DEMConfig:
             ("--learning-rate", self.learning_rate,
              self.learning_rate is None or (_finite(self.learning_rate) and self.learning_rate > 0), "must be > 0"),
             ("--sample-sweeps", self.sample_sweeps, self.sample_sweeps >= 1, positive_int),
+            ("--mcmc-health-every", self.mcmc_health_every, self.mcmc_health_every >= 1, positive_int),
             ("--checkpoint-every", self.checkpoint_every, self.checkpoint_every >= 1, positive_int),
         ]
         check_ranges(checks)
@@ -432,10 +437,11 @@ def train_and_evaluate(config):
     """
     import tensorflow as tf
 
-    from energy_models import export_dem
+    from energy_models import export_dem, mcmc_health
     from energy_models.checkpoints import DivergenceGuard, TrainingCheckpoint
     from energy_models.data.batches import epoch_batches, steps_per_epoch
     from energy_models.experiments import dem_callbacks
+    from energy_models.tensorboard import TensorBoard
 
     config.resolve()
     # First: MultiWorkerMirroredStrategy must exist before TensorFlow runs its first operation.
@@ -460,8 +466,10 @@ def train_and_evaluate(config):
         remedies=f"a smaller --learning-rate (now {config.learning_rate:g})" + (
             f" or --step-size (now {config.step_size:g}), or more --mcmc-steps (now {config.mcmc_steps})"
             if config.method == "cd" else ""))
-    callbacks = [divergence, checkpoint, tf.keras.callbacks.TensorBoard(str(run_dir), update_freq=50),
-                 dem_callbacks.ImageSummaries(run_dir / "eval", gaussian, config, heldout)]
+    callbacks = [divergence, checkpoint, TensorBoard(str(run_dir), update_freq=50),
+                 dem_callbacks.ImageSummaries(run_dir / "eval", gaussian, config, heldout),
+                 health := dem_callbacks.MCMCHealth(run_dir / "eval", gaussian, heldout, config.seed,
+                                                    config.mcmc_health_every)]
     steps = steps_per_epoch(len(train), config.batch_size)
     start = time.perf_counter()
     history = model.fit(epoch_batches(train, config.batch_size, config.seed, initial_epoch),
@@ -485,6 +493,14 @@ def train_and_evaluate(config):
         rundir.write_json_atomically(run_dir / "metrics.json", metrics)
         raise UserError(divergence.message)
     metrics.update(evaluate(model, gaussian, full, heldout, config))
+    # The last epoch's chain health (a resumed run with no epoch left measures it now).
+    metrics.update(health.last or mcmc_health.model_diagnostics(model, gaussian, heldout, config.seed))
+    metrics["mcmc_warning"] = mcmc_health.not_mixed_line(
+        "samples of the trained model", metrics["mcmc_rhat_max"], metrics["mcmc_ess_min"],
+        f"use more --sample-sweeps (now {config.sample_sweeps}) or tune --step-size (now {config.step_size:g}; "
+        "larger if the chains barely move, smaller if MALA rejects most moves)")
+    if metrics["mcmc_warning"]:
+        print(metrics["mcmc_warning"], file=sys.stderr)
     dem_callbacks.write_figures(model, gaussian, heldout, config, run_dir)
     module = export_dem.DEMModule(model, gaussian.mean, gaussian.cholesky,
                                   {k: metrics[k] for k in ("whiten", "whiten_components", "sigma", "n_train", "method")},
@@ -528,5 +544,9 @@ def summary_lines(metrics):
                      f"{metrics[key]:.3f} (the grid Gaussian's own: {metrics['gaussian_' + key]:.3f}"
                      + (f", the full-covariance Gaussian's: {metrics['full_gaussian_' + key]:.3f}"
                         if "full_gaussian_" + key in metrics else "") + ")")
+    if "mcmc_rhat_max" in metrics:
+        lines.append(f"  MCMC ({metrics['mcmc_chains']} chains from {metrics['mcmc_start']}): split R-hat "
+                     f"{metrics['mcmc_rhat_max']:.3f}, ESS {metrics['mcmc_ess_min']:.0f}, energy gap "
+                     f"{metrics['mcmc_energy_gap']:.1f} nats (chains minus held-out patches)")
     lines.append(f"  SavedModel: {metrics['export_dir']}")
     return lines

@@ -211,7 +211,7 @@ def run_ais(model, config):
                           seed=(config.seed, 12))
     gap = rev.log_z - fwd.log_z
     return {"log_z_forward": fwd.log_z, "stderr_forward": fwd.stderr, "log_z_reverse": rev.log_z,
-            "stderr_reverse": rev.stderr, "gap": gap, "acceptance": fwd.acceptance,
+            "stderr_reverse": rev.stderr, "ess_forward": fwd.ess, "ess_reverse": rev.ess, "gap": gap, "acceptance": fwd.acceptance,
             "converged": bool(abs(gap) <= 1.0), "steps": config.ais_steps, "chains": config.ais_chains,
             "log_z_stored": model.info.get("log_z"), "seconds": time.perf_counter() - start}
 
@@ -305,8 +305,9 @@ def table_lines(report):
         if "ais" in entry:
             a = entry["ais"]
             verdict = "agree" if a["converged"] else "DISAGREE: increase --ais-steps"
-            lines.append(f"  AIS log Z: forward {a['log_z_forward']:.2f} +- {a['stderr_forward']:.2f}, "
-                         f"reverse {a['log_z_reverse']:.2f} +- {a['stderr_reverse']:.2f} ({verdict}; "
+            lines.append(f"  AIS log Z: forward {a['log_z_forward']:.2f} +- {a['stderr_forward']:.2f} "
+                         f"(ESS {a['ess_forward']:.1f}), reverse {a['log_z_reverse']:.2f} +- "
+                         f"{a['stderr_reverse']:.2f} (ESS {a['ess_reverse']:.1f}) ({verdict}; "
                          f"{a['steps']} steps x {a['chains']} chains, {a['seconds']:.0f} s)")
             if a.get("stored"):
                 lines.append(f"  AIS log Z {a['stored']}")
