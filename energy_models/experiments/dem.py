@@ -495,6 +495,7 @@ def train_and_evaluate(config):
     metrics.update(evaluate(model, gaussian, full, heldout, config))
     # The last epoch's chain health (a resumed run with no epoch left measures it now).
     metrics.update(health.last or mcmc_health.model_diagnostics(model, gaussian, heldout, config.seed))
+    metrics["mcmc_seconds"] = health.seconds  # Inside `seconds`: the checks' share of the training time.
     metrics["mcmc_warning"] = mcmc_health.not_mixed_line(
         "samples of the trained model", metrics["mcmc_rhat_max"], metrics["mcmc_ess_min"],
         f"use more --sample-sweeps (now {config.sample_sweeps}) or tune --step-size (now {config.step_size:g}; "

@@ -2,6 +2,7 @@
 divergence guard and checkpoints are `energy_models.checkpoints`)."""
 
 import pathlib
+import time
 
 import keras
 import numpy as np
@@ -81,12 +82,14 @@ class MCMCHealth(keras.callbacks.Callback):
         super().__init__()
         self.writer = tf.summary.create_file_writer(str(log_dir))
         self.gaussian, self.heldout, self.seed, self.every = gaussian, np.asarray(heldout)[:2000], seed, every
-        self.last = None
+        self.last, self.seconds = None, 0.0
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every and epoch + 1 != self.params.get("epochs"):
             return
+        start = time.perf_counter()
         self.last = mcmc_health.model_diagnostics(self.model, self.gaussian, self.heldout, self.seed)
+        self.seconds += time.perf_counter() - start
         with epoch_summaries(self.writer, epoch + 1):
             for name in ("rhat_max", "ess_min", "energy_gap"):
                 tf.summary.scalar(f"mcmc/{name}", self.last[f"mcmc_{name}"])
