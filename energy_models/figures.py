@@ -1,11 +1,13 @@
 """Figures shared by the trainers: image mosaics and maps, as PNG files and TensorBoard images."""
 
 import io
+import os
 import pathlib
 
 import matplotlib
 
-matplotlib.use("Agg")  # Headless: trainers run on servers and in CI.
+if not os.environ.get("MPLBACKEND", "").startswith("module://matplotlib_inline"):
+    matplotlib.use("Agg")  # Headless: trainers run on servers and in CI; notebooks keep inline figures.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
