@@ -26,11 +26,13 @@ import tempfile
 
 import matplotlib.pyplot as plt
 import numpy as np
+import tensorflow as tf
 
 from energy_models.data.patches import PatchSet
 from energy_models.experiments.gaussian import GaussianConfig, train_and_evaluate
 from energy_models.grid import grid_pattern
 
+tf.get_logger().setLevel("ERROR")  # Keeps "Assets written to ..." out of the outputs.
 rng = np.random.default_rng(0)
 pattern = grid_pattern(28, 28, 4)
 # The truth: unit standardised diagonal, couplings in [-0.22, 0.1], pixel standard deviations 0.05-0.15.
@@ -60,8 +62,6 @@ PatchSet(train=x[:20_000], heldout=x[20_000:], image_names=np.array(["drawn", "d
 # short), then load the SavedModel each one exported and compare its Lambda with the truth.
 
 # %%
-import tensorflow as tf  # noqa: E402
-
 runs = {"mle": {}, "nce": {}, "cnce": {"epochs": 3}, "sm": {"epochs": 3}}
 results = {}
 for estimator, flags in runs.items():
@@ -108,7 +108,8 @@ plt.show()
 # same map `train.gaussian` writes to TensorBoard as `precision_maps`):
 
 # %%
-lam_nce = tf.saved_model.load(str(work / "nce-model")).precision().numpy()
+nce_model = tf.saved_model.load(str(work / "nce-model"))  # Held: a loaded model's functions need it alive.
+lam_nce = nce_model.precision().numpy()
 right = lambda m: np.array([m[k, k + 1] if (k + 1) % 28 else 0.0 for k in range(784)]).reshape(28, 28)  # noqa: E731
 fig, axes = plt.subplots(1, 2, figsize=(7, 3.4))
 for ax, (title, m) in zip(axes, (("true", lam_true), ("NCE", lam_nce))):

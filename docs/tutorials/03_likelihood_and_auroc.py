@@ -34,6 +34,7 @@ from energy_models.data.patches import load_patch_set
 from energy_models.experiments.dem import DEMConfig, FittedGaussian, train_and_evaluate
 from energy_models.scoring import auroc
 
+tf.get_logger().setLevel("ERROR")  # Keeps "Assets written to ..." out of the outputs.
 work = pathlib.Path(os.environ.get("TUTORIAL_DIR") or tempfile.mkdtemp(prefix="tutorial-03-"))
 model_dir = os.environ.get("MODEL")
 if not model_dir:

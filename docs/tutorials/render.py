@@ -7,6 +7,7 @@ Run from the repository root, with the data the tutorials name in the environmen
 The tests execute the same way (`execute`), so a tutorial that stops working fails CI.
 """
 
+import os
 import pathlib
 import sys
 
@@ -20,6 +21,8 @@ def execute(script, timeout=1200):
     import nbclient
 
     notebook = jupytext.read(script)
+    # The kernel inherits this environment: TensorFlow's C++ start-up lines would fill the first outputs.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # The kernel runs in the repository root, so `import energy_models` finds the checkout.
     nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(ROOT)}}).execute()
