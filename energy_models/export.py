@@ -75,8 +75,8 @@ class GaussianModule(tf.Module):
 
 def gaussian_module(model, info):
     """A `GaussianModule` from an in-memory `GridGaussian` (checks positive definiteness)."""
-    info = dict(kind="grid_gaussian", height=model.height, width=model.width,
-                neighbourhood=model.neighbourhood, **info)
+    info = dict(kind="grid_gaussian", height=model.height, width=model.width, channels=1,
+                dim=model.height * model.width, neighbourhood=model.neighbourhood, **info)
     return GaussianModule(np.asarray(model.mu), model.precision_dense(), info)
 
 

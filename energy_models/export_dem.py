@@ -21,6 +21,7 @@ Everything is held as plain variables and the graphs contain only TensorFlow ops
 """
 
 import json
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -73,7 +74,9 @@ class DEMModule(tf.Module):
         self._log_z = variable(np.float32(np.nan if log_z is None else log_z), "log_z")
         self._mcmc, self._leapfrog, self._sweeps, self._dim = (model.mcmc, model.leapfrog_steps,
                                                                int(sample_sweeps), dim)
-        info = dict(info, kind="deep_energy_model", hidden=energy.hidden, latents=energy.latents,
+        side = math.isqrt(dim)  # Square patches (train.dem --patch-size); the contract's width is dim.
+        info = dict(info, kind="deep_energy_model", height=side, width=side, channels=1, dim=dim,
+                    hidden=energy.hidden, latents=energy.latents,
                     sigma=float(energy.scale), whitened=model.whitening is not None, mcmc=model.mcmc,
                     sample_sweeps=int(sample_sweeps), step_size=float(model.step_size.numpy()),
                     log_z=None, log_z_source="none yet: log_prob returns NaN until an AIS estimate is "

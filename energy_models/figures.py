@@ -12,7 +12,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def image_grid(images, rows=8, cols=8, size=28, pad=1, scale="clip"):
+def _side(images, size):
+    """(height, width) of flattened images: `size` (an int or a pair), or the square side sqrt(D) by default."""
+    if size is None:
+        side = int(round(np.sqrt(np.shape(images)[-1])))
+        if side * side != np.shape(images)[-1]:
+            raise ValueError(f"images of {np.shape(images)[-1]} pixels are not square: pass size=(height, width)")
+        return side, side
+    return (size, size) if np.ndim(size) == 0 else tuple(size)
+
+
+def image_grid(images, rows=8, cols=8, size=None, pad=1, scale="clip"):
     """Tiles flattened images [n, size * size] into one [rows * (size + pad) + pad, ...] mosaic in [0, 1].
 
     The tiling is `skimage.util.montage` with white fill (missing tiles and the `pad`-pixel gaps, borders
@@ -22,14 +32,14 @@ def image_grid(images, rows=8, cols=8, size=28, pad=1, scale="clip"):
       images: array [n, size * size] (or [n, height * width] with size = (height, width)); the first
         rows * cols are drawn (missing ones stay blank).
       rows, cols: mosaic shape.
-      size: side of each image, or (height, width).
+      size: side of each image, or (height, width); by default the square side sqrt(D).
       pad: blank pixels between images and around the mosaic.
       scale: "clip" clips to [0, 1] (pixels); "each" rescales every image to its own [min, max]
         (filters, whitened patches, whose range is arbitrary).
     """
     from skimage.util import montage
 
-    height, width = (size, size) if np.ndim(size) == 0 else tuple(size)
+    height, width = _side(images, size)
     images = np.asarray(images, dtype=np.float64)[: rows * cols].reshape(-1, height, width)
     if scale == "each":
         lo = images.min(axis=(1, 2), keepdims=True)
@@ -42,7 +52,7 @@ def image_grid(images, rows=8, cols=8, size=28, pad=1, scale="clip"):
     return montage(images, fill=1.0, grid_shape=(rows, cols), padding_width=pad)
 
 
-def pair_grid(left, right, cols=4, size=28, pad=1, gap=6):
+def pair_grid(left, right, cols=4, size=None, pad=1, gap=6):
     """Tiles pairs of flattened images, left_k | right_k side by side, `cols` pairs a row, into one mosaic.
 
     Both images of a pair share one grey scale, the pair's own range: v -> (v - lo) / (hi - lo) with
@@ -55,6 +65,7 @@ def pair_grid(left, right, cols=4, size=28, pad=1, gap=6):
     Returns:
       [rows * (size + gap) + gap, cols * (2 * size + pad + gap) + gap] array in [0, 1].
     """
+    size = _side(left, size)[0]
     left = np.asarray(left, np.float64).reshape(-1, size, size)
     right = np.asarray(right, np.float64).reshape(-1, size, size)
     pairs = np.stack([left, right], axis=1)  # [n, 2, size, size]

@@ -230,12 +230,13 @@ def _choose_heldout(names: np.ndarray, fraction: float, heldout_images, seed) ->
     return mask
 
 
-def load_patch_set(path: Union[str, os.PathLike], patch_size: int = PATCH_SIZE) -> PatchSet:
+def load_patch_set(path: Union[str, os.PathLike], patch_size: Union[int, None] = None) -> PatchSet:
     """Reads a patch file written by `PatchSet.save` and checks it.
 
     Args:
         path: the .npz file.
-        patch_size: the side p the caller expects; the patches must have p * p values.
+        patch_size: the side p the caller expects (the patches must have p * p values); None takes the
+            side the file records, so that the size of a model comes from its data.
 
     Returns:
         The `PatchSet`.
@@ -249,6 +250,7 @@ def load_patch_set(path: Union[str, os.PathLike], patch_size: int = PATCH_SIZE) 
         raise UserError(f"{path} is not a patch file written by this project; {_RECREATE}")
     problems = [f"no '{name}'" for name in _ARRAYS if name not in data]
     if not problems:
+        patch_size = int(data["patch_size"]) if patch_size is None else patch_size
         for split in ("train", "heldout"):
             data[split] = _checked(data[split], path, split, patch_size)
             if data[f"{split}_positions"].shape != (len(data[split]), 3):

@@ -112,7 +112,7 @@ def rule_epsilon(estimator, data, seed):
 
 def fit_cnce(config, data, model, writer):
     """`--estimator cnce`: trains a `CNCEGaussian`; epsilon from --epsilon or `choose_epsilon`."""
-    estimator = CNCEGaussian(28, 28, config.neighbourhood, kappa=config.kappa, seed=config.seed)
+    estimator = CNCEGaussian(model.height, model.width, config.neighbourhood, kappa=config.kappa, seed=config.seed)
     moment_matched_start(estimator, data)
     estimator.set_mean(data.mean)
     if config.epsilon is None:

@@ -168,7 +168,7 @@ def fit_nce(config, data, model, writer):
         from energy_models.estimators.nce_rounds import fit_nce_rounds
 
         return fit_nce_rounds(config, data, model, writer)
-    estimator = NCEGaussian(28, 28, config.neighbourhood, nu=config.nu, noise=config.noise,
+    estimator = NCEGaussian(model.height, model.width, config.neighbourhood, nu=config.nu, noise=config.noise,
                             noise_samples=config.noise_samples, seed=config.seed)
     start_nce(estimator, data, config.seed, noise_precision(config, data.dim))
     return fit_keras_estimator(config, data, estimator, model, writer)

@@ -56,7 +56,7 @@ class ScoreMatchingGaussian(EstimatorGaussian):
 
 def fit_score_matching(config, data, model, writer):
     """`--estimator sm`: trains a `ScoreMatchingGaussian` from the moment-matched start."""
-    estimator = ScoreMatchingGaussian(28, 28, config.neighbourhood, seed=config.seed)
+    estimator = ScoreMatchingGaussian(model.height, model.width, config.neighbourhood, seed=config.seed)
     # diag(1 / S_ii) (Lambda~ = I) is also score matching's optimum among diagonal precisions.
     moment_matched_start(estimator, data)
     return fit_keras_estimator(config, data, estimator, model, writer)

@@ -55,6 +55,8 @@ class DEMConfig:
     images: str = flag("folder, glob or image file of photographs to cut patches from (default: the "
                         "photographs bundled with scikit-image)", default=None)
     num_patches: int = flag("patches to cut (training plus held-out)", default=50_000)
+    patch_size: int = flag("side p of the square p x p patches to cut (a --patches file brings its own size)",
+                           default=28)
     patches: str = flag("load this patch file (.npz from PatchSet.save) instead of cutting patches",
                          default=None)
     whiten: str = flag("whitening in front of the model (gaussian: the fitted 4-neighbour grid Gaussian's "
@@ -134,6 +136,7 @@ class DEMConfig:
         positive_int = "must be a positive integer"
         checks = [
             ("--num-patches", self.num_patches, self.num_patches >= 2, "must be at least 2"),
+            ("--patch-size", self.patch_size, self.patch_size >= 2, "must be at least 2 (pixels)"),
             ("--whiten", self.whiten, self.whiten in WHITENINGS, f"must be one of {', '.join(WHITENINGS)}"),
             ("--whiten-epsilon", self.whiten_epsilon, _finite(self.whiten_epsilon) and self.whiten_epsilon > 0,
              "must be > 0"),
@@ -174,7 +177,7 @@ class DEMConfig:
         if not self.patches:
             from energy_models.data.patches import check_patch_memory
 
-            check_patch_memory(self.num_patches)  # Before any folder is made.
+            check_patch_memory(self.num_patches, self.patch_size)  # Before any folder is made.
         name = f"dem-{self.whiten}-sigma{self.sigma:g}" + ("" if self.method == "dsm" else f"-{self.method}")
         self.run_dir = self.run_dir or str(pathlib.Path("runs") / name)
         self.export_dir = self.export_dir or str(pathlib.Path("saved_models") / name)
@@ -184,6 +187,7 @@ class DEMConfig:
 # Flags that do nothing in some combinations (see flags.check_applies).
 DEM_SCOPES = {"images": (lambda c: not c.patches, "patches cut from photographs (not with --patches)"),
               "num_patches": (lambda c: not c.patches, "patches cut from photographs (not with --patches)"),
+              "patch_size": (lambda c: not c.patches, "patches cut from photographs (not with --patches)"),
               "nu": (lambda c: c.method == "nce", "--method nce"),
               "dsm_noise": (lambda c: c.method == "dsm", "--method dsm"),
               "whiten_components": (lambda c: c.whiten in ("zca", "pca"), "--whiten zca or pca"),
@@ -305,7 +309,7 @@ def load_patches(config, run_dir):
     if config.patches:
         return load_patch_set(config.patches)
     source = config.images if config.images is not None else default_image_source()
-    patch_set = make_patch_set(source, config.num_patches, seed=config.seed)
+    patch_set = make_patch_set(source, config.num_patches, seed=config.seed, patch_size=config.patch_size)
     patch_set.save(run_dir / "patches.npz")
     return patch_set
 
@@ -409,7 +413,7 @@ def evaluate(model, gaussian, full, heldout, config, n_eval=5000):
     others = {"gaussian_samples": gaussian.sample(len(held), config.seed + 2),
               "full_gaussian_samples": full.sample(len(held), config.seed + 3)}
     mnist = load_mnist(config)
-    if mnist is not None:
+    if mnist is not None and mnist.shape[1] == held.shape[1]:  # Digits are 28 x 28: other sizes skip them.
         others["mnist"] = mnist[rng.permutation(len(mnist))[:n_eval]]
     scores = model.score_samples(held)
     result = {"heldout_log_prob_mean": float(np.mean(scores)), "heldout_log_prob_std": float(np.std(scores)),

@@ -4,6 +4,7 @@
 """
 
 import dataclasses
+import math
 import pathlib
 import time
 
@@ -78,8 +79,10 @@ class GaussianConfig:
     limit: int = flag("use only the first N examples of each split (quick runs)", default=None)
     images: str = flag("patches: a folder (searched recursively), glob or file of photographs "
                         "(default: photographs shipped with scikit-image)", default=None)
-    num_patches: int = flag("patches: number of 28x28 patches to cut (training + held-out)",
+    num_patches: int = flag("patches: number of patches to cut (training + held-out)",
                              default=50_000)
+    patch_size: int = flag("patches: side p of the square p x p patches to cut (the model's grid is p x p; "
+                            "a --patches file brings its own size)", default=28)
     patches: str = flag("patches: load this .npz patch set instead of cutting new patches",
                          default=None)
     heldout_fraction: float = flag("patches: fraction of the images held out (whole images)",
@@ -111,6 +114,7 @@ class GaussianConfig:
             ("--limit", self.limit, self.limit is None or self.limit >= 2, "must be at least 2"),
             ("--neighbourhood", self.neighbourhood, self.neighbourhood in (4, 8), "must be 4 or 8"),
             ("--num-patches", self.num_patches, self.num_patches >= 2, "must be at least 2"),
+            ("--patch-size", self.patch_size, self.patch_size >= 2, "must be at least 2 (pixels)"),
             ("--heldout-fraction", self.heldout_fraction, 0 < self.heldout_fraction < 1,
              "must be between 0 and 1"),
             ("--whiten-epsilon", self.whiten_epsilon, self.whiten_epsilon > 0, "must be > 0"),
@@ -145,7 +149,7 @@ class GaussianConfig:
         if self.dataset == "patches" and not self.patches:
             from energy_models.data.patches import check_patch_memory
 
-            check_patch_memory(self.num_patches)  # Before any folder is made.
+            check_patch_memory(self.num_patches, self.patch_size)  # Before any folder is made.
         if self.noise_model and (self.estimator != "nce" or self.noise != "full"):
             raise UserError("--noise-model applies to --estimator nce with --noise full")
         if self.estimator == "mle" and self.distribute != "none":
@@ -167,6 +171,7 @@ GAUSSIAN_SCOPES = {
                     "--dataset patches (without --patches)"),
     "heldout_fraction": (lambda c: c.dataset == "patches" and not c.patches,
                          "--dataset patches (without --patches)"),
+    "patch_size": (lambda c: c.dataset == "patches" and not c.patches, "--dataset patches (without --patches)"),
     "patches": (lambda c: c.dataset == "patches", "--dataset patches"),
     "whiten_epsilon": (lambda c: c.dataset == "patches", "--dataset patches"),
     "data_dir": (lambda c: c.dataset == "mnist", "--dataset mnist"),
@@ -199,7 +204,7 @@ def load_dataset(config, run_dir):
     else:
         source = config.images or default_image_source()
         patch_set = patches.make_patch_set(source, config.num_patches, config.seed,
-                                           config.heldout_fraction)
+                                           config.heldout_fraction, patch_size=config.patch_size)
         patch_set.save(run_dir / "patches.npz")
     return ArrayData(patch_set.train[:config.limit], patch_set.heldout[:config.limit])
 
@@ -313,7 +318,8 @@ def train_and_evaluate(config):
 
     data = load_dataset(config, run_dir)
     loaded = time.perf_counter()
-    model = GridGaussian(28, 28, config.neighbourhood)
+    side = math.isqrt(data.dim)  # MNIST 28; patches: --patch-size or the patch file's own.
+    model = GridGaussian(side, side, config.neighbourhood)
     model.set_mean(data.mean)
     train_writer = tf.summary.create_file_writer(str(run_dir / "train"))
     start = time.perf_counter()

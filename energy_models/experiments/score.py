@@ -4,6 +4,7 @@
 """
 
 import dataclasses
+import math
 import pathlib
 
 import numpy as np
@@ -116,14 +117,15 @@ def load_sets(config, dim, order=None):
     if config.images:
         from energy_models.data import images, patches
 
-        loaded = images.load_images(config.images)
-        sets["photos"] = patches.extract_patches(loaded, config.num_patches, seed=config.seed)[0]
+        side = math.isqrt(dim)  # Patches of the model's own size (28 for models saved before --patch-size).
+        loaded = images.load_images(config.images, min_size=side)
+        sets["photos"] = patches.extract_patches(loaded, config.num_patches, side, seed=config.seed)[0]
         kinds["photos"] = "images"
     if config.patches:
         from energy_models.data.patches import load_patch_array
 
         name = f"patches:{pathlib.Path(config.patches).name}"
-        sets[name], kinds[name] = load_patch_array(config.patches), "patches"
+        sets[name], kinds[name] = load_patch_array(config.patches, patch_size=math.isqrt(dim)), "patches"
     if config.mnist:
         from energy_models.data.mnist import load_mnist_images
 
