@@ -62,7 +62,9 @@ def test_tutorial_1_grid_gaussian_estimators_against_the_exact_answer(tmp_path, 
     (error,), (tol,) = table[(1, 2)]
     nce = results["nce"]
     assert nce["log_z_estimate"] - nce["log_z_analytic"] == pytest.approx(error, abs=tol)
-    assert results["mle"]["test_log_likelihood"] >= max(r["test_log_likelihood"] for r in results.values()) - 1e-6
+    # Maximum likelihood is the best held-out fit of the four here (its rows are the truth's).
+    fits = [results[estimator]["test_log_likelihood"] for estimator in ("mle", "nce", "cnce", "sm")]
+    assert fits[0] >= max(fits) - 1e-6
 
 
 @pytest.mark.skipif(not os.environ.get("ENERGY_MODELS_TEST_PHOTOS"),
