@@ -36,7 +36,8 @@ class DEMModule(tf.Module):
     Args:
         model: the trained `ContrastiveDivergence`.
         gaussian_mean, gaussian_cholesky: m [784] and lower L with Sigma = L L^T, the start of `sample`.
-        info: dict merged into info() (e.g. training settings and scores).
+        info: dict merged into info() (e.g. training settings and scores); its `height`, `width` and
+            `channels` state the patch shape (default: square grayscale, side sqrt(D)).
         sample_sweeps: Gibbs sweeps per `sample` call.
         log_z, log_z_source: a log Z estimate known at export (NCE's) and where it comes from; without
             one, `log_prob` returns NaN until `train.score --ais-steps` stores an AIS estimate.
@@ -74,8 +75,12 @@ class DEMModule(tf.Module):
         self._log_z = variable(np.float32(np.nan if log_z is None else log_z), "log_z")
         self._mcmc, self._leapfrog, self._sweeps, self._dim = (model.mcmc, model.leapfrog_steps,
                                                                int(sample_sweeps), dim)
-        side = math.isqrt(dim)  # Square patches (train.dem --patch-size); the contract's width is dim.
-        info = dict(info, kind="deep_energy_model", height=side, width=side, channels=1, dim=dim,
+        side = math.isqrt(dim)  # Square grayscale unless the caller states the shape.
+        shape = {"height": side, "width": side, "channels": 1}
+        shape.update({k: int(info[k]) for k in shape if k in info})
+        if shape["height"] * shape["width"] * shape["channels"] != dim:
+            raise ValueError(f"info's patch shape {shape} does not hold the model's {dim} values")
+        info = dict(info, kind="deep_energy_model", **shape, dim=dim,
                     hidden=energy.hidden, latents=energy.latents,
                     sigma=float(energy.scale), whitened=model.whitening is not None, mcmc=model.mcmc,
                     sample_sweeps=int(sample_sweeps), step_size=float(model.step_size.numpy()),

@@ -14,13 +14,18 @@ diagonal (an H x W map) and, for each of these "half" offsets o, an H x W coupli
 and C_o[i] = 0 (masked) where pixel i + o falls off the grid. Nothing in this module depends on
 TensorFlow: it is the shared bookkeeping of the operator, the layer and the exact solver.
 
-Colour (C > 1 channels). Values are numbered pixel-interleaved, i = (r * W + c) * C + k (the layout of an
-[H, W, C] image flattened row-major), and the offsets are triples (dr, dc, dk): each channel has its own
-grid, with the spatial offsets above at dk = 0, and the C channels of one pixel are coupled to each other
-by the cross-channel offsets (0, 0, dk), dk = 1 .. C - 1 (for RGB: R-G and G-B at dk = 1, R-B at dk = 2).
-So Lambda[(p, k), (q, l)] is free when p = q (any k, l) or when p, q are grid neighbours and k = l; a
-channel of one pixel is not coupled to another channel of a neighbouring pixel. The maps then have the
-shape [H, W, C] (the diagonal) and [n_offsets, H, W, C] (couplings); with C = 1 they stay [H, W].
+Colour (C > 1 channels): the same grid over pixels, each pixel a C-vector. Values are numbered
+pixel-interleaved, i = (r * W + c) * C + k (the layout of an [H, W, C] image flattened row-major), and
+Lambda is block-sparse with C x C blocks: Lambda[(p, k), (q, l)] is free when p = q (the channels of one
+pixel) or when p and q are grid neighbours (any channels k, l), and zero otherwise. The offsets are triples
+(dr, dc, dk): for each spatial half offset (dr, dc) above, dk = -(C - 1) .. C - 1 (channel k of pixel p
+with channel k + dk of pixel p + (dr, dc)), then (0, 0, dk), dk = 1 .. C - 1, within a pixel (for RGB:
+R-G and G-B at dk = 1, R-B at dk = 2). Per-channel grids coupled only within a pixel (no dk != 0 between
+neighbours) were measured too, and fit photographs far worse: on 8 x 10 RGB patches of the benchmark
+photographs (4,000 patches, exact MLE), held-out log-likelihood 375.6 nats with 906 parameters, against
+597.0 with these blocks (1,758 parameters) and 617.9 for the full covariance; natural colour is mostly
+luminance, so R at one pixel covaries with G at the next. The maps have the shape [H, W, C] (diagonal)
+and [n_offsets, H, W, C] (couplings); with C = 1 they stay [H, W] and the offsets pairs.
 """
 
 import dataclasses
@@ -137,13 +142,14 @@ def grid_pattern(height, width, neighbourhood=4, channels=1):
         raise ValueError(f"grid shape must be positive, got {height} x {width} x {channels}")
     offsets = OFFSETS[neighbourhood]
     if channels > 1:
-        offsets = tuple((dr, dc, 0) for dr, dc in offsets) + tuple((0, 0, dk) for dk in range(1, channels))
+        offsets = (tuple((dr, dc, dk) for dr, dc in offsets for dk in range(1 - channels, channels))
+                   + tuple((0, 0, dk) for dk in range(1, channels)))
     r, c, k = np.meshgrid(np.arange(height), np.arange(width), np.arange(channels), indexing="ij")
     masks, rows, cols = [], [], []
     for offset in offsets:
         dr, dc, dk = (tuple(offset) + (0,))[:3]
         valid = ((r + dr >= 0) & (r + dr < height) & (c + dc >= 0) & (c + dc < width)
-                 & (k + dk < channels))
+                 & (k + dk >= 0) & (k + dk < channels))
         masks.append(valid.reshape((height, width) if channels == 1 else valid.shape))
         rows.append(((r * width + c) * channels + k)[valid])
         cols.append((((r + dr) * width + (c + dc)) * channels + (k + dk))[valid])

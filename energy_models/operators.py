@@ -91,7 +91,9 @@ class LinearOperatorGridPrecision(tf.linalg.LinearOperator):
         weight and never couples pixels that are not neighbours.
         """
         taps = [(0, tf.reshape(self._diag, [-1]))]
-        for offset, c in zip(self._pattern.offsets, tf.unstack(self._couplings)):
+        for offset, mask, c in zip(self._pattern.offsets, self._pattern.masks, tf.unstack(self._couplings)):
+            if not mask.any():
+                continue  # No pair on this grid (e.g. down-left on a one-column grid, where k can be < 0).
             k = self._pattern.flat_offset(offset)
             c = tf.reshape(c, [-1])
             taps.append((k, c))

@@ -117,9 +117,10 @@ def test_layer_rejects_wrong_width():
 
 def colour_dense(height, width, channels, neighbourhood, diag, couplings):
     """Lambda of a colour grid written out entry by entry from the rules in `energy_models.grid`, with no
-    use of its index bookkeeping: value (r, c, k) is row (r * W + c) * C + k; each channel has its own
-    4/8-neighbour grid (spatial offsets, same channel) and the channels of one pixel are coupled."""
-    offsets = [(0, 1, 0), (1, 0, 0)] + ([(1, 1, 0), (1, -1, 0)] if neighbourhood == 8 else [])
+    use of its index bookkeeping: value (r, c, k) is row (r * W + c) * C + k; every channel k of a pixel is
+    coupled to every channel k + dk of its 4/8 neighbours and to the other channels of the same pixel."""
+    spatial = [(0, 1), (1, 0)] + ([(1, 1), (1, -1)] if neighbourhood == 8 else [])
+    offsets = [(dr, dc, dk) for dr, dc in spatial for dk in range(1 - channels, channels)]
     offsets += [(0, 0, dk) for dk in range(1, channels)]
     d = height * width * channels
     out = np.zeros((d, d))
@@ -132,14 +133,14 @@ def colour_dense(height, width, channels, neighbourhood, diag, couplings):
             for k in range(channels):
                 out[index(r, c, k), index(r, c, k)] = diag[r, c, k]
                 for o, (dr, dc, dk) in enumerate(offsets):
-                    if 0 <= r + dr < height and 0 <= c + dc < width and k + dk < channels:
+                    if 0 <= r + dr < height and 0 <= c + dc < width and 0 <= k + dk < channels:
                         i, j = index(r, c, k), index(r + dr, c + dc, k + dk)
                         out[i, j] = out[j, i] = couplings[o, r, c, k]
     return out
 
 
 @pytest.mark.parametrize("neighbourhood", [4, 8])
-@pytest.mark.parametrize("shape", [(3, 4, 3), (5, 2, 2), (1, 4, 3)])
+@pytest.mark.parametrize("shape", [(3, 4, 3), (5, 2, 2), (1, 4, 3), (4, 1, 3)])
 def test_colour_operator_matches_entry_by_entry_matrix(shape, neighbourhood):
     height, width, channels = shape
     rng = np.random.default_rng(sum(shape) + neighbourhood)
@@ -164,9 +165,10 @@ def test_colour_operator_matches_entry_by_entry_matrix(shape, neighbourhood):
 def test_colour_layer_round_trip_and_config():
     layer = GridPrecision(3, 2, 4, channels=3)
     layer.build((None, 18))
-    assert tuple(layer.diagonal.shape) == (3, 2, 3) and tuple(layer.couplings.shape) == (4, 3, 2, 3)
+    # 2 spatial offsets x 5 channel shifts, then 2 within a pixel.
+    assert tuple(layer.diagonal.shape) == (3, 2, 3) and tuple(layer.couplings.shape) == (12, 3, 2, 3)
     rng = np.random.default_rng(4)
-    dense = layer.pattern.dense(rng.normal(size=(3, 2, 3)), rng.normal(size=(4, 3, 2, 3)) * layer.pattern.masks)
+    dense = layer.pattern.dense(rng.normal(size=(3, 2, 3)), rng.normal(size=(12, 3, 2, 3)) * layer.pattern.masks)
     layer.set_dense(dense)
     np.testing.assert_allclose(layer.dense(), dense, rtol=1e-6)
     x = rng.normal(size=(5, 18)).astype(np.float32)

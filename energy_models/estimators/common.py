@@ -444,8 +444,8 @@ class HeldOutEvaluation(keras.callbacks.Callback):
             for key, value in row.items():
                 if key != "epoch":
                     tf.summary.scalar(f"epoch_{key}", value)
-            grid = figures.image_grid(model.sample(64, seed=self.seed))
-            tf.summary.image("epoch_samples", grid[None, :, :, None])
+            grid = figures.image_grid(model.sample(64, seed=self.seed), size=(model.height, model.width, model.channels))
+            tf.summary.image("epoch_samples", figures.summary_image(grid))
         self.writer.flush()
         if logs is not None:
             logs["heldout_log_likelihood"] = row["heldout_log_likelihood"]
