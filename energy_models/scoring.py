@@ -75,9 +75,10 @@ def model_shape(info, dim, path):
                         f"re-export it with this version of energy_models")
     stated = int(info.get("dim", shape[0] * shape[1] * shape[2]))
     if shape[0] * shape[1] * shape[2] != dim or stated != dim:
-        said = "x".join(map(str, shape)) if "height" in info else "28x28x1 (a model without a stated size)"
-        raise UserError(f"{path} has a mean of {dim} values, but its info() states {said} patches (D = "
-                        f"{stated}); it does not keep the contract: re-export it with train.gaussian or train.dem")
+        said = (f"states {'x'.join(map(str, shape))} patches (D = {stated}) in info()" if "height" in info
+                else "states no patch size in info(), so it is read as 28x28 (D = 784)")
+        raise UserError(f"{path} {said}, but its mean() has {dim} values; it does not keep the contract: "
+                        f"re-export it with train.gaussian or train.dem")
     return shape
 
 

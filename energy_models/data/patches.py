@@ -57,7 +57,7 @@ def parse_patch_size(value) -> tuple[int, int]:
     except (TypeError, ValueError):
         pass
     raise UserError(f"--patch-size must be a side p or height x width such as 16 or 16x32 (each at least 2 "
-                    f"pixels), got {value!r}")
+                    f"pixels), got {value}")
 
 
 def size_setting(value):
