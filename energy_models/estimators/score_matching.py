@@ -123,7 +123,7 @@ def score_matching_optimum(s, pattern):
     h, b = score_matching_system(s, pattern)
     theta = scipy.sparse.linalg.spsolve(h.tocsc(), b)
     d = pattern.dim
-    return pattern.dense(theta[:d].reshape(pattern.height, pattern.width),
+    return pattern.dense(theta[:d].reshape(pattern.map_shape),
                          pattern.edges_to_couplings(theta[d:]))
 
 
