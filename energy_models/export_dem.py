@@ -1,6 +1,7 @@
 """SavedModel export of a trained deep energy model, keeping the project's contract (`energy_models.export`).
 
-Endpoints (x: float32 [n, 784], raw pixels in [0, 1]; the module whitens internally):
+Endpoints (x: float32 [n, D], raw pixels in [0, 1], D = height x width x channels as info() states; the
+module whitens internally):
 
     unnormalized_log_prob(x)  log p~(x) in pixel space = DEM energy at u = W (x - mu) + log|det W|  [n]
     log_prob(x)               unnormalized_log_prob(x) - log Z, with the log Z learnt by NCE
@@ -11,9 +12,9 @@ Endpoints (x: float32 [n, 784], raw pixels in [0, 1]; the module whitens interna
     sample(n, seed)           start: n draws of the fitted Gaussian N(m, Sigma) of the training patches
                               (`train.dem` passes the 4-neighbour grid Gaussian); then `sample_sweeps`
                               block Gibbs sweeps (z ~ p(z|x), a tfp.mcmc move of x | z, eta fixed at the
-                              trained step size) in model space; returned in pixel space [n, 784]
-    filters()                 rows of V in pixel space [hidden, 784] (V W for whitened models)
-    mean()                    the training patches' mean [784]
+                              trained step size) in model space; returned in pixel space [n, D]
+    filters()                 rows of V in pixel space [hidden, D] (V W for whitened models)
+    mean()                    the training patches' mean [D]
     info()                    JSON string: kind, settings, log_z (null when unknown) and its source
 
 Everything is held as plain variables and the graphs contain only TensorFlow ops, so
@@ -35,7 +36,7 @@ class DEMModule(tf.Module):
 
     Args:
         model: the trained `ContrastiveDivergence`.
-        gaussian_mean, gaussian_cholesky: m [784] and lower L with Sigma = L L^T, the start of `sample`.
+        gaussian_mean, gaussian_cholesky: m [D] and lower L with Sigma = L L^T, the start of `sample`.
         info: dict merged into info() (e.g. training settings and scores); its `height`, `width` and
             `channels` state the patch shape (default: square grayscale, side sqrt(D)).
         sample_sweeps: Gibbs sweeps per `sample` call.

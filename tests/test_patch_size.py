@@ -85,7 +85,8 @@ def test_mle_on_12x16_patches_is_the_exact_optimum_of_their_grid(gaussian12x16):
     patches = load_patch_set(run_dir / "patches.npz")
     assert patches.shape == (12, 16, 1) and patches.train.shape[1] == 192
     check_dempster(model_dir, patches, (12, 16, 1))
-    assert json.loads((run_dir / "metrics.json").read_text())["n_params"] == 192 + 12 * 15 + 11 * 16
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["n_params"] == 192 + 12 * 15 + 11 * 16 and metrics["image_shape"] == [12, 16, 1]
     from PIL import Image
 
     samples = Image.open(run_dir / "figures" / "samples.png")  # 8 x 8 tiles of 12 x 16, 1 pixel apart, 2x
@@ -159,6 +160,7 @@ def test_colour_deep_energy_model_at_another_size_scores_in_a_fresh_process(tmp_
     assert code == 0, err
     patches = load_patch_set(tmp_path / "run" / "patches.npz")
     assert patches.shape == (8, 12, 3)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["patch_shape"] == [8, 12, 3]
     np.save(tmp_path / "held.npy", patches.heldout[:50])
     model = tf.saved_model.load(str(tmp_path / "model"))
     expected = model.unnormalized_log_prob(patches.heldout[:50]).numpy()

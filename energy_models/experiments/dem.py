@@ -494,7 +494,8 @@ def train_and_evaluate(config):
     latest = checkpoint.latest()
     metrics = {"method": config.method, "whiten": config.whiten, "whiten_components": config.whiten_components,
                "sigma": config.sigma, "mcmc": config.mcmc, "g_bias": config.g_bias,
-               "n_train": int(len(train)), "n_heldout": int(len(heldout)), "seconds": seconds,
+               "n_train": int(len(train)), "n_heldout": int(len(heldout)), "patch_shape": list(shape),
+               "seconds": seconds,
                "patches_per_second": steps * config.batch_size * epochs_run / max(seconds, 1e-9),
                "resumed_from_epoch": initial_epoch, "replicas": strategy.num_replicas_in_sync,
                "checkpoint_seconds": checkpoint.seconds,

@@ -344,6 +344,7 @@ def train_and_evaluate(config):
         "estimator": config.estimator,
         "neighbourhood": config.neighbourhood,
         "n_params": model.pattern.num_params,
+        "image_shape": list(data.image_shape),  # (height, width, channels) of a row.
         "n_train": int(len(data.train_pixels)),
         "n_test": int(len(data.test)),
         "train_log_likelihood": expected_log_likelihood(model, data.covariance()),

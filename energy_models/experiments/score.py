@@ -118,6 +118,10 @@ def load_sets(config, shape, order=None):
     patches of that size (in colour for 3 channels), and a patch file must hold that size."""
     height, width, channels = shape
     dim = height * width * channels
+    if config.images or config.gaussian_samples:
+        from energy_models.memory import check_fits
+
+        check_fits(config.num_patches, 4 * dim, 2, "--num-patches", f"{dim}-value float32 rows")  # The model's D.
     sets, kinds = {}, {}
     if config.images:
         from energy_models.data import images, patches
