@@ -231,3 +231,33 @@ def test_models_and_patch_files_saved_before_sizes_were_stated(tmp_path, capsys)
             scoring.load_model(path)
         code, out, err = run(score_cli.main, ["--model", path, "--patches", str(tmp_path / "x.npy")], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "does not keep the contract" in err
+
+
+def test_colour_and_non_square_patches_are_the_image_windows(tmp_path):
+    """Each patch is the h x w (x 3) window at its recorded position, flattened row-major with a pixel's
+    R, G, B adjacent; a grayscale file in colour has R = G = B."""
+    from PIL import Image
+
+    from energy_models.data.images import load_images
+    from energy_models.data.patches import extract_patches
+
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, size=(30, 41, 3), dtype=np.uint8)
+    gray = rng.integers(0, 256, size=(25, 20), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    Image.fromarray(gray).save(tmp_path / "b.png")
+    images = load_images(tmp_path, min_size=(6, 9), colour=True)
+    np.testing.assert_array_equal(images[0].pixels, rgb.astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(images[1].pixels, np.repeat(gray[..., None], 3, -1).astype(np.float32) / np.float32(255))
+    patches, positions = extract_patches(images, 400, (6, 9), seed=1)
+    assert patches.shape == (400, 6 * 9 * 3) and set(positions[:, 0]) == {0, 1}
+    for patch, (i, top, left) in zip(patches, positions):
+        window = images[i].pixels[top:top + 6, left:left + 9]
+        assert window.shape == (6, 9, 3)
+        np.testing.assert_array_equal(patch, window.reshape(-1))
+    gray_images = load_images(tmp_path, min_size=(6, 9))
+    gray_patches, gray_positions = extract_patches(gray_images, 50, (6, 9), seed=1)
+    i, top, left = gray_positions[0]
+    assert gray_patches.shape == (50, 54)
+    np.testing.assert_array_equal(gray_patches[0], gray_images[i].pixels[top:top + 6, left:left + 9].reshape(-1))
+    assert positions[:, 1].max() <= 30 - 6 and positions[:, 2].max() <= 41 - 9
