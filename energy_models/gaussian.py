@@ -51,7 +51,7 @@ class GridGaussian(keras.Model):
     Args:
       height, width, neighbourhood: the grid (see `GridPrecision`).
       diagonal_init: initial diagonal of Lambda.
-      channels: C values per pixel (3 for RGB: a grid per channel, coupled at each pixel; `energy_models.grid`).
+      channels: C values per pixel (3 for RGB: Lambda has 3 x 3 blocks on the grid; `energy_models.grid`).
     """
 
     def __init__(self, height=28, width=28, neighbourhood=4, diagonal_init=1.0, channels=1, **kwargs):

@@ -129,7 +129,7 @@ def grid_pattern(height, width, neighbourhood=4, channels=1):
     Args:
       height, width: positive ints, the image shape.
       neighbourhood: 4 or 8.
-      channels: C; with C > 1 one grid per channel plus the couplings between the channels of each pixel.
+      channels: C; with C > 1 each pixel is a C-vector and Lambda has C x C blocks on the grid's pattern.
 
     Returns:
       A `GridPattern`.

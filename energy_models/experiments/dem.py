@@ -228,7 +228,7 @@ class FittedGaussian:
     def grid(cls, x, neighbourhood=4, shape=None):
         """max log det Lambda - tr(S Lambda) over precisions with the grid pattern of the patches in the rows
         of x (Newton, exact): `shape` (height, width, channels), by default square grayscale p x p (colour:
-        a grid per channel, the channels of a pixel coupled; `energy_models.grid`)."""
+        C x C blocks between neighbouring pixels and within a pixel; `energy_models.grid`)."""
         from energy_models import grid as grid_lib
         from energy_models.estimators.mle import fit_grid_mle
         from energy_models.whitening import mean_and_covariance

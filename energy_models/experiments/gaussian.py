@@ -83,9 +83,9 @@ class GaussianConfig:
     patch_size: str = flag("patches: size of the patches to cut, a side p (p x p) or HxW such as 16x32 (the "
                             "model's grid is H x W; a --patches file brings its own size)", default=28,
                             metavar="P|HxW")
-    colour: bool = flag("patches: keep the photographs' colour: RGB patches of H x W x 3 values, modelled by a "
-                         "grid per channel with the three channels of each pixel coupled (a --patches file "
-                         "brings its own channels)", default=False)
+    colour: bool = flag("patches: keep the photographs' colour: RGB patches of H x W x 3 values; the grid then "
+                         "couples every channel of a pixel with every channel of the same pixel and of its "
+                         "neighbours (a --patches file brings its own channels)", default=False)
     patches: str = flag("patches: load this .npz patch set instead of cutting new patches",
                          default=None)
     heldout_fraction: float = flag("patches: fraction of the images held out (whole images)",

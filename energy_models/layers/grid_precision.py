@@ -17,8 +17,8 @@ class GridPrecision(keras.layers.Layer):
       diagonal:  [H, W], Lambda[i, i];
       couplings: [n_offsets, H, W], Lambda[i, i + o] for the half offsets o of `energy_models.grid`;
 
-    with C > 1 channels, [H, W, C] and [n_offsets, H, W, C]: a grid per channel and the couplings between
-    the channels of each pixel (`energy_models.grid`).
+    with C > 1 channels, [H, W, C] and [n_offsets, H, W, C]: C x C blocks on the grid, coupling every channel
+    of a pixel with every channel of the same pixel and of its neighbours (`energy_models.grid`).
 
     Both are unconstrained, so every symmetric matrix with the grid pattern is reachable, including the
     exact maximum-likelihood precision of MNIST, which is not diagonally dominant (a diagonal-dominance
