@@ -1,6 +1,7 @@
 """SavedModel export of a trained deep energy model, keeping the project's contract (`energy_models.export`).
 
-Endpoints (x: float32 [n, 784], raw pixels in [0, 1]; the module whitens internally):
+Endpoints (x: float32 [n, D], raw pixels in [0, 1], D = height x width x channels as info() states; the
+module whitens internally):
 
     unnormalized_log_prob(x)  log p~(x) in pixel space = DEM energy at u = W (x - mu) + log|det W|  [n]
     log_prob(x)               unnormalized_log_prob(x) - log Z, with the log Z learnt by NCE
@@ -11,9 +12,9 @@ Endpoints (x: float32 [n, 784], raw pixels in [0, 1]; the module whitens interna
     sample(n, seed)           start: n draws of the fitted Gaussian N(m, Sigma) of the training patches
                               (`train.dem` passes the 4-neighbour grid Gaussian); then `sample_sweeps`
                               block Gibbs sweeps (z ~ p(z|x), a tfp.mcmc move of x | z, eta fixed at the
-                              trained step size) in model space; returned in pixel space [n, 784]
-    filters()                 rows of V in pixel space [hidden, 784] (V W for whitened models)
-    mean()                    the training patches' mean [784]
+                              trained step size) in model space; returned in pixel space [n, D]
+    filters()                 rows of V in pixel space [hidden, D] (V W for whitened models)
+    mean()                    the training patches' mean [D]
     info()                    JSON string: kind, settings, log_z (null when unknown) and its source
 
 Everything is held as plain variables and the graphs contain only TensorFlow ops, so
@@ -35,8 +36,9 @@ class DEMModule(tf.Module):
 
     Args:
         model: the trained `ContrastiveDivergence`.
-        gaussian_mean, gaussian_cholesky: m [784] and lower L with Sigma = L L^T, the start of `sample`.
-        info: dict merged into info() (e.g. training settings and scores).
+        gaussian_mean, gaussian_cholesky: m [D] and lower L with Sigma = L L^T, the start of `sample`.
+        info: dict merged into info() (e.g. training settings and scores); its `height`, `width` and
+            `channels` state the patch shape (default: square grayscale, side sqrt(D)).
         sample_sweeps: Gibbs sweeps per `sample` call.
         log_z, log_z_source: a log Z estimate known at export (NCE's) and where it comes from; without
             one, `log_prob` returns NaN until `train.score --ais-steps` stores an AIS estimate.
@@ -74,8 +76,12 @@ class DEMModule(tf.Module):
         self._log_z = variable(np.float32(np.nan if log_z is None else log_z), "log_z")
         self._mcmc, self._leapfrog, self._sweeps, self._dim = (model.mcmc, model.leapfrog_steps,
                                                                int(sample_sweeps), dim)
-        side = math.isqrt(dim)  # Square patches (train.dem --patch-size); the contract's width is dim.
-        info = dict(info, kind="deep_energy_model", height=side, width=side, channels=1, dim=dim,
+        side = math.isqrt(dim)  # Square grayscale unless the caller states the shape.
+        shape = {"height": side, "width": side, "channels": 1}
+        shape.update({k: int(info[k]) for k in shape if k in info})
+        if shape["height"] * shape["width"] * shape["channels"] != dim:
+            raise ValueError(f"info's patch shape {shape} does not hold the model's {dim} values")
+        info = dict(info, kind="deep_energy_model", **shape, dim=dim,
                     hidden=energy.hidden, latents=energy.latents,
                     sigma=float(energy.scale), whitened=model.whitening is not None, mcmc=model.mcmc,
                     sample_sweeps=int(sample_sweeps), step_size=float(model.step_size.numpy()),

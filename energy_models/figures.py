@@ -13,43 +13,56 @@ import numpy as np  # noqa: E402
 
 
 def _side(images, size):
-    """(height, width) of flattened images: `size` (an int or a pair), or the square side sqrt(D) by default."""
+    """(height, width, channels) of flattened images: `size` (p, (h, w) or (h, w, c)), or the square
+    grayscale side sqrt(D) by default."""
     if size is None:
         side = int(round(np.sqrt(np.shape(images)[-1])))
         if side * side != np.shape(images)[-1]:
             raise ValueError(f"images of {np.shape(images)[-1]} pixels are not square: pass size=(height, width)")
-        return side, side
-    return (size, size) if np.ndim(size) == 0 else tuple(size)
+        return side, side, 1
+    size = (size, size) if np.ndim(size) == 0 else tuple(size)
+    return (tuple(size) + (1,))[:3]
 
 
 def image_grid(images, rows=8, cols=8, size=None, pad=1, scale="clip"):
-    """Tiles flattened images [n, size * size] into one [rows * (size + pad) + pad, ...] mosaic in [0, 1].
+    """Tiles flattened images [n, h * w (* c)] into one [rows * (h + pad) + pad, cols * (w + pad) + pad]
+    mosaic in [0, 1] (with a trailing axis of 3 for colour images).
 
     The tiling is `skimage.util.montage` with white fill (missing tiles and the `pad`-pixel gaps, borders
     included, are 1); only the per-image scaling is done here.
 
     Args:
-      images: array [n, size * size] (or [n, height * width] with size = (height, width)); the first
-        rows * cols are drawn (missing ones stay blank).
+      images: array [n, h * w] (or [n, h * w * c], each row an [h, w, c] image flattened row-major); the
+        first rows * cols are drawn (missing ones stay blank).
       rows, cols: mosaic shape.
-      size: side of each image, or (height, width); by default the square side sqrt(D).
+      size: side of each image, (height, width) or (height, width, channels); by default the square
+        grayscale side sqrt(D).
       pad: blank pixels between images and around the mosaic.
-      scale: "clip" clips to [0, 1] (pixels); "each" rescales every image to its own [min, max]
-        (filters, whitened patches, whose range is arbitrary).
+      scale: "clip" clips to [0, 1] (pixels); "each" rescales every image to its own [min, max] over all its
+        channels (filters, whitened patches, whose range is arbitrary).
     """
     from skimage.util import montage
 
-    height, width = _side(images, size)
-    images = np.asarray(images, dtype=np.float64)[: rows * cols].reshape(-1, height, width)
+    height, width, channels = _side(images, size)
+    images = np.asarray(images, dtype=np.float64)[: rows * cols].reshape(-1, height, width, channels)
     if scale == "each":
-        lo = images.min(axis=(1, 2), keepdims=True)
-        hi = images.max(axis=(1, 2), keepdims=True)
+        lo = images.min(axis=(1, 2, 3), keepdims=True)
+        hi = images.max(axis=(1, 2, 3), keepdims=True)
         images = (images - lo) / np.maximum(hi - lo, 1e-12)
     else:
         images = np.clip(images, 0.0, 1.0)
     if len(images) == 0:  # montage needs one tile to know the tile shape.
-        return np.ones((rows * (height + pad) + pad, cols * (width + pad) + pad))
-    return montage(images, fill=1.0, grid_shape=(rows, cols), padding_width=pad)
+        blank = np.ones((rows * (height + pad) + pad, cols * (width + pad) + pad, channels))
+        return blank[..., 0] if channels == 1 else blank
+    if channels == 1:
+        return montage(images[..., 0], fill=1.0, grid_shape=(rows, cols), padding_width=pad)
+    return montage(images, fill=(1.0,) * channels, grid_shape=(rows, cols), padding_width=pad, channel_axis=-1)
+
+
+def summary_image(mosaic):
+    """A mosaic [h, w] or [h, w, 3] as the [1, h, w, c] batch `tf.summary.image` takes."""
+    mosaic = np.asarray(mosaic)
+    return mosaic[None, :, :, None] if mosaic.ndim == 2 else mosaic[None]
 
 
 def pair_grid(left, right, cols=4, size=None, pad=1, gap=6):
@@ -61,33 +74,34 @@ def pair_grid(left, right, cols=4, size=None, pad=1, gap=6):
     Images of a pair are `pad` pixels apart, pairs `gap` pixels apart; the background is white.
 
     Args:
-      left, right: arrays [n, size * size] (e.g. starts and the modes found from them).
+      left, right: arrays [n, h * w (* c)] (e.g. starts and the modes found from them).
+      size: as for `image_grid`: p, (h, w) or (h, w, c); by default the square grayscale side sqrt(D).
     Returns:
-      [rows * (size + gap) + gap, cols * (2 * size + pad + gap) + gap] array in [0, 1].
+      [rows * (h + gap) + gap, cols * (2 * w + pad + gap) + gap] array in [0, 1] ([..., 3] for colour).
     """
-    size = _side(left, size)[0]
-    left = np.asarray(left, np.float64).reshape(-1, size, size)
-    right = np.asarray(right, np.float64).reshape(-1, size, size)
-    pairs = np.stack([left, right], axis=1)  # [n, 2, size, size]
-    lo = pairs.min(axis=(1, 2, 3), keepdims=True)
-    hi = pairs.max(axis=(1, 2, 3), keepdims=True)
+    h, w, c = _side(left, size)
+    left = np.asarray(left, np.float64).reshape(-1, h, w, c)
+    right = np.asarray(right, np.float64).reshape(-1, h, w, c)
+    pairs = np.stack([left, right], axis=1)  # [n, 2, h, w, c]
+    lo = pairs.min(axis=(1, 2, 3, 4), keepdims=True)
+    hi = pairs.max(axis=(1, 2, 3, 4), keepdims=True)
     pairs = (pairs - lo) / np.maximum(hi - lo, 1e-12)
     rows = -(-len(pairs) // cols)
-    width, height = 2 * size + pad + gap, size + gap
-    out = np.ones((rows * height + gap, cols * width + gap))
+    width, height = 2 * w + pad + gap, h + gap
+    out = np.ones((rows * height + gap, cols * width + gap, c))
     for k, (a, b) in enumerate(pairs):
         top, first = gap + (k // cols) * height, gap + (k % cols) * width
-        out[top:top + size, first:first + size] = a
-        out[top:top + size, first + size + pad:first + 2 * size + pad] = b
-    return out
+        out[top:top + h, first:first + w] = a
+        out[top:top + h, first + w + pad:first + 2 * w + pad] = b
+    return out[..., 0] if c == 1 else out
 
 
 def save_gray_png(path, mosaic, upscale=2):
-    """Writes a [h, w] array in [0, 1] as an 8-bit grayscale PNG (nearest-neighbour upscaled)."""
+    """Writes a [h, w] array in [0, 1] as an 8-bit grayscale PNG ([h, w, 3]: RGB), nearest-neighbour upscaled."""
     from PIL import Image
 
     pixels = np.clip(np.round(np.asarray(mosaic) * 255), 0, 255).astype(np.uint8)
-    image = Image.fromarray(pixels, mode="L")
+    image = Image.fromarray(pixels, mode="L" if pixels.ndim == 2 else "RGB")
     if upscale > 1:
         image = image.resize((image.width * upscale, image.height * upscale), Image.NEAREST)
     path = pathlib.Path(path)
@@ -96,13 +110,18 @@ def save_gray_png(path, mosaic, upscale=2):
     return str(path)
 
 
-def maps_figure(maps, titles, suptitle=None, cmap="RdBu_r"):
-    """A matplotlib figure of several [H, W] maps side by side, each with its own colour bar.
+def maps_figure(maps, titles, suptitle=None, cmap="RdBu_r", cols=None):
+    """A matplotlib figure of several [H, W] maps side by side (`cols` a row; default all in one row), each
+    with its own colour bar.
 
     Signed maps use a diverging colour map centred on zero, so positive and negative couplings read apart.
     """
-    fig, axes = plt.subplots(1, len(maps), figsize=(3.2 * len(maps), 3.2), squeeze=False)
-    for ax, m, title in zip(axes[0], maps, titles):
+    cols = cols or len(maps)
+    rows = -(-len(maps) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(maps):]:
+        ax.axis("off")
+    for ax, m, title in zip(axes.flat, maps, titles):
         m = np.asarray(m)
         bound = float(np.max(np.abs(m))) or 1.0
         if m.min() >= 0:
@@ -134,11 +153,26 @@ def figure_to_array(fig, path=None, dpi=100):
 
 
 def precision_maps(diag, couplings, offsets, path=None, title=None):
-    """The diagonal and each coupling map of a grid precision, as an RGB array (and PNG)."""
+    """The diagonal and each coupling map of a grid precision, as an RGB array (and PNG).
+
+    Colour maps ([H, W, C], offsets (dr, dc, dk)) are drawn one panel per channel pair and offset: "R-G right"
+    maps Lambda[(p, R), (p + right, G)] over pixels p; "same pixel" panels couple the channels of one pixel."""
     names = {(0, 1): "right", (1, 0): "down", (1, 1): "down-right", (1, -1): "down-left"}
-    maps = [diag] + list(couplings)
-    titles = ["diagonal Lambda[i, i]"] + [f"coupling {names[tuple(o)]} {tuple(o)}" for o in offsets]
-    return figure_to_array(maps_figure(maps, titles, suptitle=title), path)
+    if np.ndim(diag) == 2:
+        maps = [diag] + list(couplings)
+        titles = ["diagonal Lambda[i, i]"] + [f"coupling {names[tuple(o)]} {tuple(o)}" for o in offsets]
+        return figure_to_array(maps_figure(maps, titles, suptitle=title), path)
+    channels = np.shape(diag)[-1]
+    label = "RGB" if channels == 3 else [str(k) for k in range(channels)]
+    maps = [diag[..., k] for k in range(channels)]
+    titles = [f"diagonal, channel {label[k]}" for k in range(channels)]
+    for o, coupling in zip(offsets, couplings):
+        dr, dc, dk = o
+        for k in range(max(0, -dk), min(channels, channels - dk)):
+            maps.append(coupling[..., k])
+            pair = label[k] if dk == 0 else f"{label[k]}-{label[k + dk]}"
+            titles.append(f"{pair} same pixel" if (dr, dc) == (0, 0) else f"{pair} {names[(dr, dc)]}")
+    return figure_to_array(maps_figure(maps, titles, suptitle=title, cols=channels), path)
 
 
 def histograms(samples, path, title=None, xlabel="log p(x)", bins=60):

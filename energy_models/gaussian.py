@@ -51,13 +51,15 @@ class GridGaussian(keras.Model):
     Args:
       height, width, neighbourhood: the grid (see `GridPrecision`).
       diagonal_init: initial diagonal of Lambda.
+      channels: C values per pixel (3 for RGB: Lambda has 3 x 3 blocks on the grid; `energy_models.grid`).
     """
 
-    def __init__(self, height=28, width=28, neighbourhood=4, diagonal_init=1.0, **kwargs):
+    def __init__(self, height=28, width=28, neighbourhood=4, diagonal_init=1.0, channels=1, **kwargs):
         super().__init__(**kwargs)
         self.height, self.width, self.neighbourhood = int(height), int(width), int(neighbourhood)
         self.diagonal_init = float(diagonal_init)
-        self.precision_layer = GridPrecision(height, width, neighbourhood, diagonal_init,
+        self.channels = int(channels)
+        self.precision_layer = GridPrecision(height, width, neighbourhood, diagonal_init, channels,
                                              name="precision")
         self.precision_layer.build((None, self.dim))
         self.mu = self.add_weight(name="mean", shape=(self.dim,), initializer="zeros",
@@ -66,7 +68,7 @@ class GridGaussian(keras.Model):
 
     @property
     def dim(self):
-        return self.height * self.width
+        return self.height * self.width * self.channels
 
     @property
     def pattern(self):
@@ -121,7 +123,7 @@ class GridGaussian(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(height=self.height, width=self.width, neighbourhood=self.neighbourhood,
-                      diagonal_init=self.diagonal_init)
+                      diagonal_init=self.diagonal_init, channels=self.channels)
         return config
 
 

@@ -7,10 +7,10 @@ from energy_models import grid as grid_lib
 
 
 class LinearOperatorGridPrecision(tf.linalg.LinearOperator):
-    """Symmetric D x D operator, D = H * W, coupling each pixel only to its grid neighbours.
+    """Symmetric D x D operator, D = H * W (* C), coupling each pixel only to its grid neighbours.
 
     The operator is defined by a diagonal map `diag` [H, W] and coupling maps `couplings`
-    [n_offsets, H, W] (see `energy_models.grid`):
+    [n_offsets, H, W] (with C channels: [H, W, C] and [n_offsets, H, W, C], see `energy_models.grid`):
 
         (Lambda x)[i] = diag[i] x[i] + sum_o ( C_o[i] x[i + o] + C_o[i - o] x[i - o] ),
 
@@ -40,7 +40,7 @@ class LinearOperatorGridPrecision(tf.linalg.LinearOperator):
         with tf.name_scope(name):
             diag = tf.convert_to_tensor(diag, name="diag")
             couplings = tf.convert_to_tensor(couplings, dtype=diag.dtype, name="couplings")
-        hw = [pattern.height, pattern.width]
+        hw = list(pattern.map_shape)
         if diag.shape.as_list() != hw:
             raise ValueError(f"diag must have shape {hw}, got {diag.shape.as_list()}")
         expected = [len(pattern.offsets)] + hw
@@ -84,15 +84,17 @@ class LinearOperatorGridPrecision(tf.linalg.LinearOperator):
     def _taps(self):
         """(k, w) for every tap of the stencil, in flattened pixel indices: (Lambda x)[i] = sum_k w[i] x[i + k].
 
-        A grid offset (dr, dc) is the flat offset k = dr * W + dc. The weight of tap +k at pixel i is
+        A grid offset (dr, dc) is the flat offset k = dr * W + dc ((dr * W + dc) * C + dk with C channels,
+        `GridPattern.flat_offset`). The weight of tap +k at pixel i is
         C_o[i]; that of tap -k is C_o[i - k]. Both are zero wherever the partner pixel is off the grid
         (the couplings are masked), so a flat shift that wraps around a row edge always meets a zero
         weight and never couples pixels that are not neighbours.
         """
-        width = self._pattern.width
         taps = [(0, tf.reshape(self._diag, [-1]))]
-        for (dr, dc), c in zip(self._pattern.offsets, tf.unstack(self._couplings)):
-            k = dr * width + dc
+        for offset, mask, c in zip(self._pattern.offsets, self._pattern.masks, tf.unstack(self._couplings)):
+            if not mask.any():
+                continue  # No pair on this grid (e.g. down-left on a one-column grid, where k can be < 0).
+            k = self._pattern.flat_offset(offset)
             c = tf.reshape(c, [-1])
             taps.append((k, c))
             shift = min(k, self._pattern.dim)  # k can exceed D on a one-row grid.
@@ -191,6 +193,6 @@ class LinearOperatorGridPrecision(tf.linalg.LinearOperator):
         return tf.reduce_min(tf.linalg.eigvalsh(self.to_dense()))
 
 
-def make_pattern(height=28, width=28, neighbourhood=4):
+def make_pattern(height=28, width=28, neighbourhood=4, channels=1):
     """Shortcut for `energy_models.grid.grid_pattern`."""
-    return grid_lib.grid_pattern(height, width, neighbourhood)
+    return grid_lib.grid_pattern(height, width, neighbourhood, channels)

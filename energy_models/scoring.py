@@ -16,12 +16,14 @@ REQUIRED_ENDPOINTS = ("log_prob", "unnormalized_log_prob", "sample", "mean", "in
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A SavedModel and what its `info()` says about it."""
+    """A SavedModel and what its `info()` says about it: `shape` is (height, width, channels) of its input
+    rows, `dim` = D = height * width * channels (`model_shape`)."""
 
     path: str
     module: object
     info: dict
     dim: int
+    shape: tuple = (28, 28, 1)
 
     @property
     def name(self):
@@ -53,7 +55,31 @@ def load_model(path):
                         f"{', '.join(missing)}; export it with python -m train.gaussian or train.dem")
     info = json.loads(module.info().numpy().decode())
     dim = int(module.mean().shape[0])
-    return LoadedModel(path=str(path), module=module, info=info, dim=dim)
+    return LoadedModel(path=str(path), module=module, info=info, dim=dim, shape=model_shape(info, dim, path))
+
+
+def model_shape(info, dim, path):
+    """(height, width, channels) of a model's input rows: what its `info()` states, checked against the
+    width D of its `mean()`. A model saved before info() stated its size (no `height`, `width`, `channels`,
+    `dim`) is 28 x 28 grayscale, and its mean has 784 values.
+
+    Raises:
+      UserError: the stated size does not multiply to D, or an older model's D is not 784.
+    """
+    if "height" in info and "width" in info:
+        shape = (int(info["height"]), int(info["width"]), int(info.get("channels", 1)))
+    elif "dim" not in info and "channels" not in info:
+        shape = (28, 28, 1)
+    else:
+        raise UserError(f"{path} states its width ({info.get('dim')}) but not its height and width in info(); "
+                        f"re-export it with this version of energy_models")
+    stated = int(info.get("dim", shape[0] * shape[1] * shape[2]))
+    if shape[0] * shape[1] * shape[2] != dim or stated != dim:
+        said = (f"states {'x'.join(map(str, shape))} patches (D = {stated}) in info()" if "height" in info
+                else "states no patch size in info(), so it is read as 28x28 (D = 784)")
+        raise UserError(f"{path} {said}, but its mean() has {dim} values; it does not keep the contract: "
+                        f"re-export it with train.gaussian or train.dem")
+    return shape
 
 
 def check_rows(x, dim, what):

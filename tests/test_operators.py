@@ -113,3 +113,66 @@ def test_layer_set_dense_round_trip_and_config():
 def test_layer_rejects_wrong_width():
     with pytest.raises(ValueError, match="X has 10 features, but the layer expects 9"):
         GridPrecision(3, 3).build((None, 10))
+
+
+def colour_dense(height, width, channels, neighbourhood, diag, couplings):
+    """Lambda of a colour grid written out entry by entry from the rules in `energy_models.grid`, with no
+    use of its index bookkeeping: value (r, c, k) is row (r * W + c) * C + k; every channel k of a pixel is
+    coupled to every channel k + dk of its 4/8 neighbours and to the other channels of the same pixel."""
+    spatial = [(0, 1), (1, 0)] + ([(1, 1), (1, -1)] if neighbourhood == 8 else [])
+    offsets = [(dr, dc, dk) for dr, dc in spatial for dk in range(1 - channels, channels)]
+    offsets += [(0, 0, dk) for dk in range(1, channels)]
+    d = height * width * channels
+    out = np.zeros((d, d))
+
+    def index(r, c, k):
+        return (r * width + c) * channels + k
+
+    for r in range(height):
+        for c in range(width):
+            for k in range(channels):
+                out[index(r, c, k), index(r, c, k)] = diag[r, c, k]
+                for o, (dr, dc, dk) in enumerate(offsets):
+                    if 0 <= r + dr < height and 0 <= c + dc < width and 0 <= k + dk < channels:
+                        i, j = index(r, c, k), index(r + dr, c + dc, k + dk)
+                        out[i, j] = out[j, i] = couplings[o, r, c, k]
+    return out
+
+
+@pytest.mark.parametrize("neighbourhood", [4, 8])
+@pytest.mark.parametrize("shape", [(3, 4, 3), (5, 2, 2), (1, 4, 3), (4, 1, 3)])
+def test_colour_operator_matches_entry_by_entry_matrix(shape, neighbourhood):
+    height, width, channels = shape
+    rng = np.random.default_rng(sum(shape) + neighbourhood)
+    pattern = grid.grid_pattern(height, width, neighbourhood, channels)
+    assert pattern.map_shape == shape and pattern.dim == height * width * channels
+    diag = rng.normal(size=shape)
+    couplings = rng.normal(size=pattern.masks.shape)
+    dense = colour_dense(height, width, channels, neighbourhood, diag, couplings)
+    # The pattern's free entries are exactly the rules' (no edge repeats, none missing).
+    assert pattern.num_edges == int(np.count_nonzero(np.triu(dense, 1)))
+    assert set(zip(pattern.rows, pattern.cols)) == set(zip(*np.nonzero(np.triu(dense, 1))))
+    np.testing.assert_allclose(pattern.dense(diag, couplings * pattern.masks), dense, atol=1e-12)
+    op = LinearOperatorGridPrecision(diag, couplings, pattern)
+    np.testing.assert_allclose(op.to_dense().numpy(), dense, atol=1e-12)
+    x = rng.normal(size=(pattern.dim, 5))
+    np.testing.assert_allclose(op.matmul(x).numpy(), dense @ x, atol=1e-10)
+    rows = rng.normal(size=(6, pattern.dim))
+    np.testing.assert_allclose(op.apply_rows(rows).numpy(), rows @ dense, atol=1e-10)
+    assert pattern.bandwidth >= max(abs(i - j) for i, j in zip(*np.nonzero(dense)))  # A bound (one row: equal to W C)
+
+
+def test_colour_layer_round_trip_and_config():
+    layer = GridPrecision(3, 2, 4, channels=3)
+    layer.build((None, 18))
+    # 2 spatial offsets x 5 channel shifts, then 2 within a pixel.
+    assert tuple(layer.diagonal.shape) == (3, 2, 3) and tuple(layer.couplings.shape) == (12, 3, 2, 3)
+    rng = np.random.default_rng(4)
+    dense = layer.pattern.dense(rng.normal(size=(3, 2, 3)), rng.normal(size=(12, 3, 2, 3)) * layer.pattern.masks)
+    layer.set_dense(dense)
+    np.testing.assert_allclose(layer.dense(), dense, rtol=1e-6)
+    x = rng.normal(size=(5, 18)).astype(np.float32)
+    np.testing.assert_allclose(layer(x).numpy(), 0.5 * np.einsum("ni,ij,nj->n", x, dense, x), rtol=1e-4, atol=1e-5)
+    assert GridPrecision.from_config(layer.get_config()).channels == 3
+    with pytest.raises(ValueError, match="X has 6 features, but the layer expects 18 \\(3x2x3\\)"):
+        GridPrecision(3, 2, channels=3).build((None, 6))

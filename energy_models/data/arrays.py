@@ -48,11 +48,13 @@ class ArrayData:
       train_pixels: float32 [n_train, D] (no noise is added: patches are used as they are).
       test: float32 [n_test, D], the held-out rows.
       mean: float32 [D], the training mean mu.
+      image_shape: (height, width, channels) of a row, D = h * w * c (default: square grayscale).
     """
 
     train_pixels: np.ndarray
     test: np.ndarray
     mean: np.ndarray = None
+    image_shape: tuple = None
 
     def __post_init__(self):
         for name, rows in (("training", self.train_pixels), ("held-out", self.test)):
@@ -62,6 +64,13 @@ class ArrayData:
                                 f"images for --heldout-fraction to hold some out)")
         if self.mean is None:
             self.mean = self.train_pixels.mean(axis=0, dtype=np.float64).astype(np.float32)
+        if self.image_shape is None:
+            side = int(np.sqrt(self.dim))
+            if side * side != self.dim:
+                raise ValueError(f"rows of {self.dim} values are not square images: pass image_shape")
+            self.image_shape = (side, side, 1)
+        if int(np.prod(self.image_shape)) != self.dim:
+            raise ValueError(f"image_shape {self.image_shape} does not hold the rows' {self.dim} values")
         self._covariance = None
 
     @property

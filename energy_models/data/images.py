@@ -12,6 +12,9 @@ conversion, which rounds to 8 bits):
     Y = v / 65535                                     (16-bit grayscale)
 
 so Y lies in [0, 1]. Alpha is ignored: the colour channels are used as they are stored.
+
+In colour (`load_images(..., colour=True)`), each pixel keeps its three channels (R, G, B) / 255 (v / 65535
+for 16-bit), as float32 [H, W, 3]; a grayscale file gives R = G = B = its gray value.
 """
 
 import glob
@@ -57,7 +60,8 @@ class SkippedImageWarning(UserWarning):
 
 
 class GrayImage(NamedTuple):
-    """One loaded photograph: `name` (path relative to the source) and float32 `pixels` [H, W] in [0, 1]."""
+    """One loaded photograph: `name` (path relative to the source) and float32 `pixels` [H, W] in [0, 1]
+    ([H, W, 3] when loaded in colour)."""
 
     name: str
     pixels: np.ndarray
@@ -135,18 +139,37 @@ def read_grayscale(path: Union[str, os.PathLike]) -> np.ndarray:
     P, PA -> palette colours; CMYK, YCbCr, LAB, HSV -> RGB through Pillow; RGBA, LA, PA -> alpha dropped;
     RGB(A) -> (0.299 R + 0.587 G + 0.114 B) / 255 in float64.
     """
+    gray, rgb = _decode(path)
+    if gray is not None:
+        return gray
+    r, g, b = (rgb[..., k].astype(np.float64) for k in range(3))
+    luma = LUMA_WEIGHTS[0] * r + LUMA_WEIGHTS[1] * g + LUMA_WEIGHTS[2] * b
+    return (luma / 255.0).astype(np.float32)
+
+
+def read_colour(path: Union[str, os.PathLike]) -> np.ndarray:
+    """Reads one image file as float32 RGB [H, W, 3] in [0, 1]: (R, G, B) / 255, or a grayscale file's value
+    in all three channels. Modes and errors as `read_grayscale`."""
+    gray, rgb = _decode(path)
+    if gray is not None:
+        return np.repeat(gray[..., None], 3, axis=-1)
+    return (rgb.astype(np.float64) / 255.0).astype(np.float32)
+
+
+def _decode(path):
+    """(gray float32 [H, W] in [0, 1], None) for grayscale modes, or (None, uint8 RGB [H, W, 3])."""
     with Image.open(path) as image:
         image.load()  # decode now: truncated files fail here, not later
         image = ImageOps.exif_transpose(image)
         mode = image.mode
         if mode in ("L", "LA", "1"):
             gray = np.asarray(image.getchannel(0) if mode == "LA" else image.convert("L"))
-            return (gray.astype(np.float64) / 255.0).astype(np.float32)
+            return (gray.astype(np.float64) / 255.0).astype(np.float32), None
         if mode.startswith("I;16") or mode == "I":
             values = np.asarray(image).astype(np.float64)
             if mode == "I" and (values.min(initial=0) < 0 or values.max(initial=0) > 65535):
                 raise ValueError("32-bit integer values outside 0..65535 are not supported")
-            return (values / 65535.0).astype(np.float32)
+            return (values / 65535.0).astype(np.float32), None
         if mode in ("RGB", "RGBA"):
             rgb = np.asarray(image)[..., :3]
         elif mode in ("P", "PA"):
@@ -156,17 +179,17 @@ def read_grayscale(path: Union[str, os.PathLike]) -> np.ndarray:
             rgb = np.asarray(image.convert("RGB"))
         else:
             raise ValueError(f"image mode {mode} is not supported")
-    r, g, b = (rgb[..., k].astype(np.float64) for k in range(3))
-    luma = LUMA_WEIGHTS[0] * r + LUMA_WEIGHTS[1] * g + LUMA_WEIGHTS[2] * b
-    return (luma / 255.0).astype(np.float32)
+    return None, rgb
 
 
-def load_images(source: Source, min_size: int = MIN_SIZE) -> list[GrayImage]:
-    """Loads every usable photograph of a source as grayscale.
+def load_images(source: Source, min_size: Union[int, tuple] = MIN_SIZE, colour: bool = False) -> list[GrayImage]:
+    """Loads every usable photograph of a source as grayscale (or in colour).
 
     Args:
         source: see `find_image_files`.
-        min_size: images with height or width below this are skipped (a 28x28 patch must fit).
+        min_size: images with height or width below this are skipped (a 28x28 patch must fit); a pair
+            (height, width) for non-square patches.
+        colour: keep R, G, B (`read_colour`, pixels [H, W, 3]) instead of luma.
 
     Returns:
         A list of `GrayImage`, sorted by name.
@@ -177,25 +200,27 @@ def load_images(source: Source, min_size: int = MIN_SIZE) -> list[GrayImage]:
     Warns:
         SkippedImageWarning: once per skipped file, naming it and why (not an image, truncated, too small).
     """
+    min_height, min_width = (min_size, min_size) if np.ndim(min_size) == 0 else tuple(min_size)
     images, skipped = [], []
     for name, path in find_image_files(source):
         try:
-            pixels = read_grayscale(path)
+            pixels = read_colour(path) if colour else read_grayscale(path)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
             skipped.append(name)
             warnings.warn(f"skipping {path}: not a readable image ({error})", SkippedImageWarning,
                           stacklevel=2)
             continue
-        if min(pixels.shape) < min_size:
+        if pixels.shape[0] < min_height or pixels.shape[1] < min_width:
             skipped.append(name)
             # Width x height, as image viewers and file managers give sizes.
             warnings.warn(f"skipping {path}: {pixels.shape[1]}x{pixels.shape[0]} pixels (width x height) is "
-                          f"smaller than {min_size}x{min_size}", SkippedImageWarning, stacklevel=2)
+                          f"smaller than {min_width}x{min_height}", SkippedImageWarning, stacklevel=2)
             continue
         images.append(GrayImage(name, pixels))
     if not images:
         raise UserError(f"no usable image in {_describe(source)} ({len(skipped)} skipped, see warnings); "
-                        f"provide photographs at least {min_size}x{min_size} pixels that Pillow can read")
+                        f"provide photographs at least {min_width}x{min_height} pixels (width x height) that "
+                        f"Pillow can read")
     return images
 
 

@@ -140,6 +140,11 @@ class NoisyMnist:
     def dim(self):
         return self.train_pixels.shape[1]
 
+    @property
+    def image_shape(self):
+        """(height, width, channels) of a digit."""
+        return (28, 28, 1)
+
     def covariance(self):
         """S = Cov(pixels / 255) + noise_std^2 I, float64 [784, 784]: the exact covariance of the
         noisy training distribution, with the noise integrated out (computed once)."""

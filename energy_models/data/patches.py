@@ -1,8 +1,10 @@
-"""Random 28x28 patches of photographs, a held-out split made of whole images, and patch files.
+"""Random patches of photographs (28x28 by default, any h x w, grayscale or RGB), a held-out split made of
+whole images, and patch files.
 
 Positions are drawn uniformly from all valid patch positions of all images, so an H x W image receives
-patches in proportion to its (H - p + 1)(W - p + 1) valid positions (p = patch size). The held-out split
-is a set of whole images: no held-out patch overlaps a training image.
+patches in proportion to its (H - h + 1)(W - w + 1) valid positions (h x w = patch size). The held-out split
+is a set of whole images: no held-out patch overlaps a training image. A patch is flattened row-major over
+[h, w] (grayscale) or [h, w, 3] (colour: the R, G, B of a pixel are adjacent), D = h w C values.
 """
 
 import os
@@ -19,6 +21,8 @@ from energy_models.errors import UserError
 from energy_models.memory import check_fits
 
 PATCH_SIZE = 28
+# Files written before patch files recorded their shape hold square grayscale patches of side patch_size.
+_SHAPE_ARRAYS = ("height", "width", "channels")
 # Arrays of the patches a trainer holds at its peak: the patch set itself, the trainer's float32 copy of
 # the training rows (tf.data, whitening) and the float64 rows of the covariance pass (chunked, counted once).
 PEAK_COPIES = 3
@@ -33,60 +37,102 @@ _ARRAYS = ("train", "heldout", "image_names", "is_heldout", "train_positions", "
            "patch_size", "seed", "source")
 
 
-def check_patch_memory(num_patches, patch_size=PATCH_SIZE):
+def parse_patch_size(value) -> tuple[int, int]:
+    """(height, width) of a patch size given as p, "p", "HxW" (e.g. "16x32") or a pair.
+
+    Raises:
+        UserError: naming --patch-size when the value is not of that form or a side is below 2 pixels.
+    """
+    try:
+        if isinstance(value, str):
+            parts = value.lower().replace(" ", "").split("x")
+            sides = tuple(int(part) for part in parts)
+        else:
+            sides = tuple(int(v) for v in np.atleast_1d(value))
+        if len(sides) == 1:
+            sides = sides * 2
+        if len(sides) == 2 and min(sides) >= 2 and all(int(v) == v for v in np.atleast_1d(value)
+                                                        if not isinstance(value, str)):
+            return sides
+    except (TypeError, ValueError):
+        pass
+    raise UserError(f"--patch-size must be a side p or height x width such as 16 or 16x32 (each at least 2 "
+                    f"pixels), got {value}")
+
+
+def size_setting(value):
+    """A patch size as a setting: the int p for p x p (as recorded before non-square sizes), else "HxW"."""
+    height, width = parse_patch_size(value)
+    return height if height == width else f"{height}x{width}"
+
+
+def shape_label(height, width, channels=1):
+    """"12x16" for grayscale, "12x16x3" with channels: how messages name a patch size."""
+    return f"{height}x{width}" + (f"x{channels}" if channels != 1 else "")
+
+
+def check_patch_memory(num_patches, patch_size=PATCH_SIZE, channels=1):
     """Refuses (one line) a --num-patches whose patch arrays cannot fit in the memory available now."""
-    check_fits(num_patches, 4 * patch_size ** 2, PEAK_COPIES, "--num-patches",
-               f"{patch_size}x{patch_size} float32 patches")
+    height, width = parse_patch_size(patch_size)
+    check_fits(num_patches, 4 * height * width * channels, PEAK_COPIES, "--num-patches",
+               f"{shape_label(height, width, channels)} float32 patches")
 
 
-def valid_positions(shape: Sequence[int], patch_size: int = PATCH_SIZE) -> int:
-    """Number of top-left corners at which a patch fits: (H - p + 1)(W - p + 1), 0 if it does not fit."""
-    return max(shape[0] - patch_size + 1, 0) * max(shape[1] - patch_size + 1, 0)
+def valid_positions(shape: Sequence[int], patch_size=PATCH_SIZE) -> int:
+    """Number of top-left corners at which an h x w patch fits: (H - h + 1)(W - w + 1), 0 if it does not."""
+    height, width = parse_patch_size(patch_size)
+    return max(shape[0] - height + 1, 0) * max(shape[1] - width + 1, 0)
 
 
 def extract_patches(images: Sequence[Union[np.ndarray, GrayImage]], num_patches: int,
-                    patch_size: int = PATCH_SIZE, seed: Union[int, np.random.SeedSequence] = 0
+                    patch_size=PATCH_SIZE, seed: Union[int, np.random.SeedSequence] = 0
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Cuts patches at uniformly random positions of a list of grayscale images.
+    """Cuts patches at uniformly random positions of a list of grayscale (or colour) images.
 
     Args:
-        images: 2-D arrays [H, W] (or `GrayImage`s) with values in [0, 1].
+        images: arrays [H, W] (or [H, W, C], or `GrayImage`s) with values in [0, 1], all of one kind.
         num_patches: number of patches n.
-        patch_size: side p of the square patches.
+        patch_size: side p of square patches, or (h, w).
         seed: seed of the numpy Generator; the same seed and images give the same patches.
 
     Returns:
-        patches: float32 [n, p * p], each patch flattened row-major.
+        patches: float32 [n, h * w * C], each patch flattened row-major over [h, w] or [h, w, C].
         positions: int32 [n, 3], rows (image index, top row, left column).
 
     Raises:
-        UserError: no image is at least p x p, or num_patches is not a positive integer.
+        UserError: no image is at least h x w, or num_patches is not a positive integer.
 
-    With V_i = (H_i - p + 1)(W_i - p + 1) and V = sum_i V_i, each patch's top-left corner is drawn
+    With V_i = (H_i - h + 1)(W_i - w + 1) and V = sum_i V_i, each patch's top-left corner is drawn
     uniformly from the V positions (with replacement), so image i gets Multinomial(n, V_i / V) patches.
     The patches come out in random order, ready to be batched without shuffling.
     """
     _check_count("num_patches", num_patches)
-    check_fits(num_patches, 4 * patch_size ** 2, 1, "--num-patches", f"{patch_size}x{patch_size} float32 patches")
+    height, width = parse_patch_size(patch_size)
     pixels = [np.asarray(getattr(image, "pixels", image)) for image in images]
-    counts = np.array([valid_positions(p.shape, patch_size) for p in pixels], dtype=np.int64)
+    channels = pixels[0].shape[2] if pixels and pixels[0].ndim == 3 else 1
+    check_fits(num_patches, 4 * height * width * channels, 1, "--num-patches",
+               f"{shape_label(height, width, channels)} float32 patches")
+    counts = np.array([valid_positions(p.shape, (height, width)) for p in pixels], dtype=np.int64)
     if counts.sum() == 0:
-        raise UserError(f"no image is at least {patch_size}x{patch_size} pixels; provide larger images")
+        raise UserError(f"no image is at least {width}x{height} pixels (width x height); provide larger images")
     rng = np.random.default_rng(seed)
     flat = rng.integers(0, counts.sum(), size=num_patches)
     image = np.searchsorted(np.cumsum(counts), flat, side="right")
     offset = flat - (np.cumsum(counts) - counts)[image]
-    widths = np.array([p.shape[1] - patch_size + 1 for p in pixels], dtype=np.int64)
+    widths = np.array([p.shape[1] - width + 1 for p in pixels], dtype=np.int64)
     rows, cols = np.divmod(offset, np.maximum(widths, 1)[image])
 
-    patches = np.empty((num_patches, patch_size * patch_size), dtype=np.float32)
+    patches = np.empty((num_patches, height * width * channels), dtype=np.float32)
     order = np.argsort(image, kind="stable")
     starts = np.searchsorted(image[order], np.arange(len(pixels) + 1))
     for i, array in enumerate(pixels):
         idx = order[starts[i]:starts[i + 1]]
         if idx.size:
-            windows = np.lib.stride_tricks.sliding_window_view(array, (patch_size, patch_size))
-            patches[idx] = windows[rows[idx], cols[idx]].reshape(idx.size, -1)
+            windows = np.lib.stride_tricks.sliding_window_view(array, (height, width), axis=(0, 1))
+            cut = windows[rows[idx], cols[idx]]  # [n, h, w], or [n, C, h, w] (window axes come last)
+            if cut.ndim == 4:
+                cut = np.moveaxis(cut, 1, -1)  # [n, h, w, C]: a pixel's channels adjacent
+            patches[idx] = cut.reshape(idx.size, -1)
     positions = np.stack([image, rows, cols], axis=1).astype(np.int32)
     return patches, positions
 
@@ -96,11 +142,13 @@ class PatchSet:
     """Training and held-out patches cut from disjoint sets of whole images.
 
     Attributes:
-        train, heldout: float32 [n_train, p * p] and [n_heldout, p * p] in [0, 1].
+        train, heldout: float32 [n_train, D] and [n_heldout, D] in [0, 1], D = h * w * channels.
         image_names: names of all usable images, sorted.
         is_heldout: bool [n_images], True for the images of the held-out split.
         train_positions, heldout_positions: int32 [n, 3] rows (index into image_names, top, left).
-        patch_size, seed, source: how the set was made.
+        patch_size: the side p of square patches, or (h, w).
+        channels: 1 (grayscale) or 3 (RGB, each pixel's R, G, B adjacent).
+        seed, source: how the set was made.
     """
 
     train: np.ndarray
@@ -109,9 +157,15 @@ class PatchSet:
     is_heldout: np.ndarray
     train_positions: np.ndarray
     heldout_positions: np.ndarray
-    patch_size: int = PATCH_SIZE
+    patch_size: Union[int, tuple] = PATCH_SIZE
     seed: int = 0
     source: str = ""
+    channels: int = 1
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(height, width, channels) of one patch."""
+        return parse_patch_size(self.patch_size) + (int(self.channels),)
 
     @property
     def train_images(self) -> list[str]:
@@ -124,7 +178,7 @@ class PatchSet:
     def __repr__(self) -> str:
         return (f"PatchSet(train={self.train.shape}, heldout={self.heldout.shape}, "
                 f"images={len(self.train_images)}+{len(self.heldout_images)}, "
-                f"patch_size={self.patch_size}, seed={self.seed}, source={self.source!r})")
+                f"patch shape={self.shape}, seed={self.seed}, source={self.source!r})")
 
     def save(self, path: Union[str, os.PathLike]) -> None:
         """Writes the set to an .npz file atomically (temporary file in the same folder, then os.replace).
@@ -135,6 +189,9 @@ class PatchSet:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         arrays = {name: np.asarray(getattr(self, name)) for name in _ARRAYS}
+        # The side for square patches, as every file before non-square sizes held; the shape, always.
+        arrays["patch_size"] = np.asarray(size_setting(self.patch_size))
+        arrays.update(zip(_SHAPE_ARRAYS, map(np.asarray, self.shape)))
         try:
             with open(temporary, "xb") as handle:
                 np.savez(handle, format=np.asarray(PATCH_FILE_FORMAT), **arrays)
@@ -148,7 +205,7 @@ class PatchSet:
 
 def make_patch_set(source: Source, num_patches: int, seed: int = 0, heldout_fraction: float = 0.2,
                    heldout_images: Union[int, Sequence[str], None] = None,
-                   patch_size: int = PATCH_SIZE) -> PatchSet:
+                   patch_size=PATCH_SIZE, colour: bool = False) -> PatchSet:
     """Loads photographs, holds out whole images, and cuts training and held-out patches.
 
     Args:
@@ -157,7 +214,8 @@ def make_patch_set(source: Source, num_patches: int, seed: int = 0, heldout_frac
         seed: seeds the choice of held-out images and both patch draws (independent streams).
         heldout_fraction: share f of the images held out, used when heldout_images is None.
         heldout_images: a number k of images to hold out, or the names of the images to hold out.
-        patch_size: side p of the patches.
+        patch_size: side p of square patches, or (h, w).
+        colour: keep R, G, B (patches of h * w * 3 values) instead of grayscale.
 
     Returns:
         A `PatchSet`.
@@ -173,13 +231,15 @@ def make_patch_set(source: Source, num_patches: int, seed: int = 0, heldout_frac
     so both splits are sampled at the same density, as if the N positions were drawn from all images.
     """
     _check_count("num_patches", num_patches)
-    check_patch_memory(num_patches, patch_size)
-    images = load_images(source, min_size=patch_size)
+    height, width = parse_patch_size(patch_size)
+    channels = 3 if colour else 1
+    check_patch_memory(num_patches, (height, width), channels)
+    images = load_images(source, min_size=(height, width), colour=colour)
     names = np.array([image.name for image in images])
     # Independent streams: changing the number of patches never changes which images are held out.
     split_seed, train_seed, heldout_seed = np.random.SeedSequence(seed).spawn(3)
     heldout = _choose_heldout(names, heldout_fraction, heldout_images, split_seed)
-    counts = np.array([valid_positions(image.pixels.shape, patch_size) for image in images])
+    counts = np.array([valid_positions(image.pixels.shape, (height, width)) for image in images])
     num_heldout = int(round(num_patches * counts[heldout].sum() / counts.sum()))
     if num_heldout > num_patches - num_heldout:
         raise UserError(f"the held-out split ({num_heldout} patches from {int(heldout.sum())} image(s)) would "
@@ -191,15 +251,15 @@ def make_patch_set(source: Source, num_patches: int, seed: int = 0, heldout_frac
                                      ("heldout", heldout, num_heldout, heldout_seed)):
         members = np.flatnonzero(mask)
         if count == 0 or members.size == 0:
-            splits[key] = (np.zeros((0, patch_size ** 2), np.float32), np.zeros((0, 3), np.int32))
+            splits[key] = (np.zeros((0, height * width * channels), np.float32), np.zeros((0, 3), np.int32))
             continue
-        patches, positions = extract_patches([images[i] for i in members], count, patch_size, stream)
+        patches, positions = extract_patches([images[i] for i in members], count, (height, width), stream)
         positions[:, 0] = members[positions[:, 0]]  # index into the full list of images
         splits[key] = (patches, positions)
     return PatchSet(train=splits["train"][0], heldout=splits["heldout"][0], image_names=names,
                     is_heldout=heldout, train_positions=splits["train"][1],
-                    heldout_positions=splits["heldout"][1], patch_size=patch_size, seed=seed,
-                    source=str(source))
+                    heldout_positions=splits["heldout"][1], patch_size=size_setting((height, width)), seed=seed,
+                    source=str(source), channels=channels)
 
 
 def _choose_heldout(names: np.ndarray, fraction: float, heldout_images, seed) -> np.ndarray:
@@ -230,29 +290,42 @@ def _choose_heldout(names: np.ndarray, fraction: float, heldout_images, seed) ->
     return mask
 
 
-def load_patch_set(path: Union[str, os.PathLike], patch_size: Union[int, None] = None) -> PatchSet:
+def load_patch_set(path: Union[str, os.PathLike], patch_size=None, channels: int = 1) -> PatchSet:
     """Reads a patch file written by `PatchSet.save` and checks it.
 
     Args:
         path: the .npz file.
-        patch_size: the side p the caller expects (the patches must have p * p values); None takes the
-            side the file records, so that the size of a model comes from its data.
+        patch_size: the size the caller expects, p or (h, w), with `channels`; None takes the shape the
+            file records, so that the size of a model comes from its data. A file from before patch files
+            recorded their shape holds p x p grayscale patches.
+        channels: the channels the caller expects (with `patch_size`).
 
     Returns:
         The `PatchSet`.
 
     Raises:
-        UserError: the file is missing, is not a patch file, has patches of another width, or holds NaN
-            or inf.
+        UserError: the file is missing, is not a patch file, has patches of another shape than the caller
+            expects (naming both), is damaged, or holds NaN or inf.
     """
     data = _read(path)
     if not isinstance(data, dict) or str(data.get("format", "")) != PATCH_FILE_FORMAT:
         raise UserError(f"{path} is not a patch file written by this project; {_RECREATE}")
     problems = [f"no '{name}'" for name in _ARRAYS if name not in data]
     if not problems:
-        patch_size = int(data["patch_size"]) if patch_size is None else patch_size
+        try:
+            recorded = (tuple(int(data[name]) for name in _SHAPE_ARRAYS) if "height" in data
+                        else parse_patch_size(str(data["patch_size"])) + (1,))
+        except (TypeError, ValueError, UserError):
+            raise UserError(f"{path} is a damaged patch file (its patch size is unreadable); {_RECREATE}") from None
+        if patch_size is not None:
+            expected = parse_patch_size(patch_size) + (int(channels),)
+            if expected != recorded:
+                raise UserError(f"{path} holds {shape_label(*recorded)} patches ({int(np.prod(recorded))} values), "
+                                f"but {shape_label(*expected)} patches ({int(np.prod(expected))} values) are "
+                                f"expected; use a model of the file's size, or cut {shape_label(*expected)} "
+                                f"patches from photographs (--images)")
         for split in ("train", "heldout"):
-            data[split] = _checked(data[split], path, split, patch_size)
+            data[split] = _checked(data[split], path, split, recorded)
             if data[f"{split}_positions"].shape != (len(data[split]), 3):
                 problems.append(f"'{split}_positions' is not of shape [{len(data[split])}, 3]")
         if data["is_heldout"].shape != data["image_names"].shape:
@@ -262,20 +335,23 @@ def load_patch_set(path: Union[str, os.PathLike], patch_size: Union[int, None] =
     return PatchSet(train=data["train"], heldout=data["heldout"],
                     image_names=data["image_names"].astype(str), is_heldout=data["is_heldout"].astype(bool),
                     train_positions=data["train_positions"], heldout_positions=data["heldout_positions"],
-                    patch_size=int(data["patch_size"]), seed=int(data["seed"]), source=str(data["source"]))
+                    patch_size=size_setting(recorded[:2]), seed=int(data["seed"]), source=str(data["source"]),
+                    channels=recorded[2])
 
 
 def load_patch_array(path: Union[str, os.PathLike], split: str = "heldout",
-                     patch_size: int = PATCH_SIZE) -> np.ndarray:
-    """Reads patches to score: an .npy array [n, p * p], or one split of a patch file (.npz).
+                     patch_size=PATCH_SIZE, channels: int = 1) -> np.ndarray:
+    """Reads patches to score: an .npy array [n, D], or one split of a patch file (.npz).
 
     Args:
-        path: an .npy file of shape [n, p * p], or an .npz written by `PatchSet.save`.
+        path: an .npy file of shape [n, D], D = h * w * channels, or an .npz written by `PatchSet.save`
+            (whose recorded shape must be the expected one).
         split: for an .npz, "heldout" or "train".
-        patch_size: the side p the caller expects.
+        patch_size: the side p or the (h, w) the caller expects.
+        channels: the channels the caller expects.
 
     Returns:
-        float32 [n, p * p].
+        float32 [n, D].
 
     Raises:
         UserError: missing file, not a patch array, wrong width, or NaN / inf values.
@@ -284,8 +360,8 @@ def load_patch_array(path: Union[str, os.PathLike], split: str = "heldout",
         raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
     data = _read(path)
     if isinstance(data, dict):
-        return getattr(load_patch_set(path, patch_size), split)
-    return _checked(data, path, "the array", patch_size)
+        return getattr(load_patch_set(path, patch_size, channels), split)
+    return _checked(data, path, "the array", parse_patch_size(patch_size) + (int(channels),))
 
 
 def _check_count(name: str, value) -> None:
@@ -313,15 +389,16 @@ def _read(path) -> Union[np.ndarray, dict]:
                         f"[n, {PATCH_SIZE ** 2}]): {str(error).splitlines()[0]}") from error
 
 
-def _checked(array: np.ndarray, path, what: str, patch_size: int) -> np.ndarray:
-    width = patch_size * patch_size
+def _checked(array: np.ndarray, path, what: str, shape: tuple) -> np.ndarray:
+    """`array` as float32 after checking it holds finite patches of `shape` (h, w, channels)."""
+    width = int(np.prod(shape))
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
         raise UserError(f"{what} in {path} has shape {array.shape} and dtype {array.dtype}, but float "
                         f"patches of shape [n, {width}] are expected")
     if array.shape[1] != width:
+        flags = f"--patch-size {shape_label(*shape[:2])}" + (" --colour" if shape[2] == 3 else "")
         raise UserError(f"{what} in {path} has {array.shape[1]} features, but {width} "
-                        f"({patch_size}x{patch_size} patches) are expected; re-create the file with "
-                        f"patch_size={patch_size}")
+                        f"({shape_label(*shape)} patches) are expected; re-create the file with {flags}")
     bad = array.size - int(np.isfinite(array).sum())
     if bad:
         raise UserError(f"{what} in {path} contains {bad} NaN or inf values; re-create the file "

@@ -112,7 +112,8 @@ def rule_epsilon(estimator, data, seed):
 
 def fit_cnce(config, data, model, writer):
     """`--estimator cnce`: trains a `CNCEGaussian`; epsilon from --epsilon or `choose_epsilon`."""
-    estimator = CNCEGaussian(model.height, model.width, config.neighbourhood, kappa=config.kappa, seed=config.seed)
+    estimator = CNCEGaussian(model.height, model.width, config.neighbourhood, kappa=config.kappa, seed=config.seed,
+                             channels=model.channels)
     moment_matched_start(estimator, data)
     estimator.set_mean(data.mean)
     if config.epsilon is None:

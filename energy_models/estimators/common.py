@@ -192,7 +192,7 @@ def is_positive_definite(model, floor):
 
 def band_is_positive_definite(pattern, diag, couplings, floor):
     """Whether the grid matrix (diag [H, W], couplings [n_offsets, H, W]) minus floor I is PD."""
-    u = pattern.width + 1
+    u = max(pattern.bandwidth, pattern.width + 1)  # W + 1; (W + 1) C with C channels.
     band = np.zeros((u + 1, pattern.dim))
     # Upper banded storage band[u + i - j, j] = A[i, j], i <= j; pattern.rows < pattern.cols always.
     band[u] = np.asarray(diag, dtype=np.float64).reshape(-1) - floor
@@ -305,7 +305,7 @@ class PositiveDefiniteGuard(keras.callbacks.Callback):
         d = pattern.dim
         k = min(self.eigenpairs, d)
         if d < 5 * k:  # Small grids (LOBPCG needs D >> k): the dense solver is exact and instant.
-            lam, vec = np.linalg.eigh(pattern.dense(diag.reshape(pattern.height, pattern.width),
+            lam, vec = np.linalg.eigh(pattern.dense(diag.reshape(pattern.map_shape),
                                                     pattern.edges_to_couplings(edges)))
             return lam[:k], vec[:, :k]
         matrix = scipy.sparse.csr_matrix(
@@ -444,8 +444,8 @@ class HeldOutEvaluation(keras.callbacks.Callback):
             for key, value in row.items():
                 if key != "epoch":
                     tf.summary.scalar(f"epoch_{key}", value)
-            grid = figures.image_grid(model.sample(64, seed=self.seed))
-            tf.summary.image("epoch_samples", grid[None, :, :, None])
+            grid = figures.image_grid(model.sample(64, seed=self.seed), size=(model.height, model.width, model.channels))
+            tf.summary.image("epoch_samples", figures.summary_image(grid))
         self.writer.flush()
         if logs is not None:
             logs["heldout_log_likelihood"] = row["heldout_log_likelihood"]

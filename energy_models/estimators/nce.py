@@ -169,7 +169,7 @@ def fit_nce(config, data, model, writer):
 
         return fit_nce_rounds(config, data, model, writer)
     estimator = NCEGaussian(model.height, model.width, config.neighbourhood, nu=config.nu, noise=config.noise,
-                            noise_samples=config.noise_samples, seed=config.seed)
+                            noise_samples=config.noise_samples, seed=config.seed, channels=model.channels)
     start_nce(estimator, data, config.seed, noise_precision(config, data.dim))
     return fit_keras_estimator(config, data, estimator, model, writer)
 

@@ -70,14 +70,14 @@ def fit_nce_rounds(config, data, model, writer):
                    "log_z_estimate": extras["log_z_estimate"]}
         return extras, summary
 
-    warmup = ScoreMatchingGaussian(model.height, model.width, k, seed=config.seed)
+    warmup = ScoreMatchingGaussian(model.height, model.width, k, seed=config.seed, channels=model.channels)
     moment_matched_start(warmup, data)
     extras, summary = fit(warmup, 0, config.warmup_epochs, WARMUP_LEARNING_RATE, 0)
     rounds, epoch = [summary], config.warmup_epochs
     precision = warmup.precision_dense()
     for r in range(1, config.rounds + 1):
         estimator = NCEGaussian(model.height, model.width, k, nu=config.nu, noise="full", noise_samples=config.noise_samples,
-                                seed=round_seed(config.seed, r))
+                                seed=round_seed(config.seed, r), channels=model.channels)
         estimator.set_mean(data.mean)  # Before `start_nce`: its balanced c reads mu.
         start_nce(estimator, data, config.seed, precision)
         extras, summary = fit(estimator, r, config.epochs, config.learning_rate, epoch)

@@ -56,7 +56,8 @@ class ScoreMatchingGaussian(EstimatorGaussian):
 
 def fit_score_matching(config, data, model, writer):
     """`--estimator sm`: trains a `ScoreMatchingGaussian` from the moment-matched start."""
-    estimator = ScoreMatchingGaussian(model.height, model.width, config.neighbourhood, seed=config.seed)
+    estimator = ScoreMatchingGaussian(model.height, model.width, config.neighbourhood, seed=config.seed,
+                                      channels=model.channels)
     # diag(1 / S_ii) (Lambda~ = I) is also score matching's optimum among diagonal precisions.
     moment_matched_start(estimator, data)
     return fit_keras_estimator(config, data, estimator, model, writer)
@@ -122,7 +123,7 @@ def score_matching_optimum(s, pattern):
     h, b = score_matching_system(s, pattern)
     theta = scipy.sparse.linalg.spsolve(h.tocsc(), b)
     d = pattern.dim
-    return pattern.dense(theta[:d].reshape(pattern.height, pattern.width),
+    return pattern.dense(theta[:d].reshape(pattern.map_shape),
                          pattern.edges_to_couplings(theta[d:]))
 
 

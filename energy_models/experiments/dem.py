@@ -55,8 +55,10 @@ class DEMConfig:
     images: str = flag("folder, glob or image file of photographs to cut patches from (default: the "
                         "photographs bundled with scikit-image)", default=None)
     num_patches: int = flag("patches to cut (training plus held-out)", default=50_000)
-    patch_size: int = flag("side p of the square p x p patches to cut (a --patches file brings its own size)",
-                           default=28)
+    patch_size: str = flag("size of the patches to cut: a side p (p x p) or HxW such as 16x32 (a --patches "
+                           "file brings its own size)", default=28, metavar="P|HxW")
+    colour: bool = flag("keep the photographs' colour: RGB patches of H x W x 3 values (a --patches file "
+                        "brings its own channels)", default=False)
     patches: str = flag("load this patch file (.npz from PatchSet.save) instead of cutting patches",
                          default=None)
     whiten: str = flag("whitening in front of the model (gaussian: the fitted 4-neighbour grid Gaussian's "
@@ -133,10 +135,12 @@ class DEMConfig:
         Raises:
             UserError: naming the flag and the value when a value is out of range.
         """
+        from energy_models.data.patches import size_setting
+
+        self.patch_size = size_setting(self.patch_size)  # 28 (as recorded before HxW sizes) or "16x32".
         positive_int = "must be a positive integer"
         checks = [
             ("--num-patches", self.num_patches, self.num_patches >= 2, "must be at least 2"),
-            ("--patch-size", self.patch_size, self.patch_size >= 2, "must be at least 2 (pixels)"),
             ("--whiten", self.whiten, self.whiten in WHITENINGS, f"must be one of {', '.join(WHITENINGS)}"),
             ("--whiten-epsilon", self.whiten_epsilon, _finite(self.whiten_epsilon) and self.whiten_epsilon > 0,
              "must be > 0"),
@@ -177,7 +181,7 @@ class DEMConfig:
         if not self.patches:
             from energy_models.data.patches import check_patch_memory
 
-            check_patch_memory(self.num_patches, self.patch_size)  # Before any folder is made.
+            check_patch_memory(self.num_patches, self.patch_size, 3 if self.colour else 1)  # Before any folder.
         name = f"dem-{self.whiten}-sigma{self.sigma:g}" + ("" if self.method == "dsm" else f"-{self.method}")
         self.run_dir = self.run_dir or str(pathlib.Path("runs") / name)
         self.export_dir = self.export_dir or str(pathlib.Path("saved_models") / name)
@@ -188,6 +192,7 @@ class DEMConfig:
 DEM_SCOPES = {"images": (lambda c: not c.patches, "patches cut from photographs (not with --patches)"),
               "num_patches": (lambda c: not c.patches, "patches cut from photographs (not with --patches)"),
               "patch_size": (lambda c: not c.patches, "patches cut from photographs (not with --patches)"),
+              "colour": (lambda c: not c.patches, "patches cut from photographs (not with --patches)"),
               "nu": (lambda c: c.method == "nce", "--method nce"),
               "dsm_noise": (lambda c: c.method == "dsm", "--method dsm"),
               "whiten_components": (lambda c: c.whiten in ("zca", "pca"), "--whiten zca or pca"),
@@ -220,9 +225,10 @@ class FittedGaussian:
         return cls(mean, cov + GAUSSIAN_RIDGE * np.eye(len(mean)))
 
     @classmethod
-    def grid(cls, x, neighbourhood=4):
-        """max log det Lambda - tr(S Lambda) over precisions with the grid pattern of the square p x p
-        patches in the rows of x (Newton, exact)."""
+    def grid(cls, x, neighbourhood=4, shape=None):
+        """max log det Lambda - tr(S Lambda) over precisions with the grid pattern of the patches in the rows
+        of x (Newton, exact): `shape` (height, width, channels), by default square grayscale p x p (colour:
+        C x C blocks between neighbouring pixels and within a pixel; `energy_models.grid`)."""
         from energy_models import grid as grid_lib
         from energy_models.estimators.mle import fit_grid_mle
         from energy_models.whitening import mean_and_covariance
@@ -231,11 +237,13 @@ class FittedGaussian:
 
         mean, cov = mean_and_covariance(x)
         check_covariance(cov, "the training patches", "use photographs with texture (--images)", len(x))
-        side = math.isqrt(len(mean))
-        if side * side != len(mean):
-            raise UserError(f"patches have {len(mean)} pixels, not a square number; the fitted grid "
-                            "Gaussian needs square patches (cut them with python -m train.dem --images)")
-        pattern = grid_lib.grid_pattern(side, side, neighbourhood)
+        if shape is None:
+            side = math.isqrt(len(mean))
+            if side * side != len(mean):
+                raise UserError(f"patches have {len(mean)} pixels, not a square number; give the fitted grid "
+                                "Gaussian their shape (cut them with python -m train.dem --images)")
+            shape = (side, side, 1)
+        pattern = grid_lib.grid_pattern(shape[0], shape[1], neighbourhood, shape[2])
         precision = fit_grid_mle(cov + GAUSSIAN_RIDGE * np.eye(len(mean)), pattern).precision
         gaussian = cls(mean, np.linalg.inv(precision))
         # The fitted precision itself, into `precision`'s cache: inverting the covariance back would
@@ -309,7 +317,8 @@ def load_patches(config, run_dir):
     if config.patches:
         return load_patch_set(config.patches)
     source = config.images if config.images is not None else default_image_source()
-    patch_set = make_patch_set(source, config.num_patches, seed=config.seed, patch_size=config.patch_size)
+    patch_set = make_patch_set(source, config.num_patches, seed=config.seed, patch_size=config.patch_size,
+                               colour=config.colour)
     patch_set.save(run_dir / "patches.npz")
     return patch_set
 
@@ -460,7 +469,8 @@ def train_and_evaluate(config):
         raise UserError(f"{len(train)} training and {len(heldout)} held-out patches: need at least "
                         f"--batch-size ({config.batch_size}) training patches and some held-out ones; "
                         "raise --num-patches or lower --batch-size")
-    gaussian, full = FittedGaussian.grid(train), FittedGaussian.full(train)
+    shape = patch_set.shape  # (height, width, channels): --patch-size and --colour, or the patch file's own.
+    gaussian, full = FittedGaussian.grid(train, shape=shape), FittedGaussian.full(train)
     with strategy.scope():  # Variables (and the optimiser's) are created per replica here.
         model = build_model(config, train, make_whitening(config, train, gaussian), gaussian)
     checkpoint = TrainingCheckpoint(run_dir / "checkpoints", config.checkpoint_every)
@@ -471,7 +481,7 @@ def train_and_evaluate(config):
             f" or --step-size (now {config.step_size:g}), or more --mcmc-steps (now {config.mcmc_steps})"
             if config.method == "cd" else ""))
     callbacks = [divergence, checkpoint, TensorBoard(str(run_dir), update_freq=50),
-                 dem_callbacks.ImageSummaries(run_dir / "eval", gaussian, config, heldout),
+                 dem_callbacks.ImageSummaries(run_dir / "eval", gaussian, config, heldout, shape=shape),
                  health := dem_callbacks.MCMCHealth(run_dir / "eval", gaussian, heldout, config.seed,
                                                     config.mcmc_health_every)]
     steps = steps_per_epoch(len(train), config.batch_size)
@@ -484,7 +494,8 @@ def train_and_evaluate(config):
     latest = checkpoint.latest()
     metrics = {"method": config.method, "whiten": config.whiten, "whiten_components": config.whiten_components,
                "sigma": config.sigma, "mcmc": config.mcmc, "g_bias": config.g_bias,
-               "n_train": int(len(train)), "n_heldout": int(len(heldout)), "seconds": seconds,
+               "n_train": int(len(train)), "n_heldout": int(len(heldout)), "patch_shape": list(shape),
+               "seconds": seconds,
                "patches_per_second": steps * config.batch_size * epochs_run / max(seconds, 1e-9),
                "resumed_from_epoch": initial_epoch, "replicas": strategy.num_replicas_in_sync,
                "checkpoint_seconds": checkpoint.seconds,
@@ -506,9 +517,10 @@ def train_and_evaluate(config):
         "larger if the chains barely move, smaller if MALA rejects most moves)")
     if metrics["mcmc_warning"]:
         print(metrics["mcmc_warning"], file=sys.stderr)
-    dem_callbacks.write_figures(model, gaussian, heldout, config, run_dir)
+    dem_callbacks.write_figures(model, gaussian, heldout, config, run_dir, shape=shape)
     module = export_dem.DEMModule(model, gaussian.mean, gaussian.cholesky,
-                                  {k: metrics[k] for k in ("whiten", "whiten_components", "sigma", "n_train", "method")},
+                                  {**{k: metrics[k] for k in ("whiten", "whiten_components", "sigma", "n_train", "method")},
+                                   **dict(zip(("height", "width", "channels"), shape))},
                                   sample_sweeps=config.sample_sweeps, log_z=metrics["log_z"],
                                   log_z_source="NCE against the fitted Gaussian (train.dem --method nce)")
     metrics["export_dir"] = export.save_atomically(module, config.export_dir, config.overwrite, settings,

@@ -20,8 +20,9 @@ def model_samples(model, gaussian, n, config, seed):
     return model.sample(gaussian.sample(n, seed), config.sample_sweeps, seed)
 
 
-def filter_images(model):
-    """The filter mosaics of a trained model, by name (each tile scaled to its own range):
+def filter_images(model, shape=None):
+    """The filter mosaics of a trained model, by name (each tile scaled to its own range; `shape` is the
+    patches' (height, width, channels), by default square grayscale):
 
     filters_pixel       rows of V as pixel-space filters f_j (f_j^T (x - m) = v_j^T u)
     filters_whitened    rows of V in the model's whitened space (only for whitened models)
@@ -34,7 +35,7 @@ def filter_images(model):
               "effective_filters": np.asarray(model.energy.W, np.float64) @ pixel}
     if model.whitening is not None:
         images["filters_whitened"] = np.asarray(model.energy.effective_V, np.float64)
-    return {name: figures.image_grid(rows, scale="each") for name, rows in images.items()}
+    return {name: figures.image_grid(rows, size=shape, scale="each") for name, rows in images.items()}
 
 
 def responses_figure(model, heldout, path=None):
@@ -53,19 +54,19 @@ class ImageSummaries(keras.callbacks.Callback):
     sequence of images shows how the negatives evolve as the model trains.
     """
 
-    def __init__(self, log_dir, gaussian, config, heldout=None, num=64):
+    def __init__(self, log_dir, gaussian, config, heldout=None, num=64, shape=None):
         super().__init__()
         self.writer = tf.summary.create_file_writer(str(log_dir))
-        self.gaussian, self.config, self.num = gaussian, config, num
+        self.gaussian, self.config, self.num, self.shape = gaussian, config, num, shape
         self.heldout = None if heldout is None else np.asarray(heldout)[:2000]
 
     def on_epoch_end(self, epoch, logs=None):
         samples = figures.image_grid(model_samples(self.model, self.gaussian, self.num, self.config,
-                                                   self.config.seed))
+                                                   self.config.seed), size=self.shape)
         with epoch_summaries(self.writer, epoch + 1):
-            for name, mosaic in filter_images(self.model).items():
-                tf.summary.image(name, mosaic[None, :, :, None])
-            tf.summary.image("samples", samples[None, :, :, None])
+            for name, mosaic in filter_images(self.model, self.shape).items():
+                tf.summary.image(name, figures.summary_image(mosaic))
+            tf.summary.image("samples", figures.summary_image(samples))
             if self.heldout is not None:
                 tf.summary.image("responses", responses_figure(self.model, self.heldout)[None])
         self.writer.flush()
@@ -96,17 +97,18 @@ class MCMCHealth(keras.callbacks.Callback):
         self.writer.flush()
 
 
-def write_figures(model, gaussian, heldout, config, run_dir):
+def write_figures(model, gaussian, heldout, config, run_dir, shape=None):
     """RUN_DIR/figures: every `filter_images` mosaic, responses.png, samples.png, gaussian_samples.png and
-    heldout.png (filters.png is filters_pixel, the name earlier runs used)."""
+    heldout.png (filters.png is filters_pixel, the name earlier runs used); `shape` as for `filter_images`."""
     out = pathlib.Path(run_dir) / "figures"
-    mosaics = filter_images(model)
+    mosaics = filter_images(model, shape)
     figures.save_gray_png(out / "filters.png", mosaics["filters_pixel"])
     for name, mosaic in mosaics.items():
         if name != "filters_pixel":
             figures.save_gray_png(out / f"{name}.png", mosaic)
     responses_figure(model, heldout[:5000], out / "responses.png")
     figures.save_gray_png(out / "samples.png",
-                          figures.image_grid(model_samples(model, gaussian, 64, config, config.seed)))
-    figures.save_gray_png(out / "gaussian_samples.png", figures.image_grid(gaussian.sample(64, config.seed)))
-    figures.save_gray_png(out / "heldout.png", figures.image_grid(heldout[:64]))
+                          figures.image_grid(model_samples(model, gaussian, 64, config, config.seed), size=shape))
+    figures.save_gray_png(out / "gaussian_samples.png",
+                          figures.image_grid(gaussian.sample(64, config.seed), size=shape))
+    figures.save_gray_png(out / "heldout.png", figures.image_grid(heldout[:64], size=shape))

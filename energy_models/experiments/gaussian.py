@@ -4,7 +4,6 @@
 """
 
 import dataclasses
-import math
 import pathlib
 import time
 
@@ -81,8 +80,12 @@ class GaussianConfig:
                         "(default: photographs shipped with scikit-image)", default=None)
     num_patches: int = flag("patches: number of patches to cut (training + held-out)",
                              default=50_000)
-    patch_size: int = flag("patches: side p of the square p x p patches to cut (the model's grid is p x p; "
-                            "a --patches file brings its own size)", default=28)
+    patch_size: str = flag("patches: size of the patches to cut, a side p (p x p) or HxW such as 16x32 (the "
+                            "model's grid is H x W; a --patches file brings its own size)", default=28,
+                            metavar="P|HxW")
+    colour: bool = flag("patches: keep the photographs' colour: RGB patches of H x W x 3 values; the grid then "
+                         "couples every channel of a pixel with every channel of the same pixel and of its "
+                         "neighbours (a --patches file brings its own channels)", default=False)
     patches: str = flag("patches: load this .npz patch set instead of cutting new patches",
                          default=None)
     heldout_fraction: float = flag("patches: fraction of the images held out (whole images)",
@@ -102,6 +105,9 @@ class GaussianConfig:
         Raises:
           UserError: naming the flag and the value when a value is out of range.
         """
+        from energy_models.data.patches import size_setting
+
+        self.patch_size = size_setting(self.patch_size)  # 28 (as recorded before HxW sizes) or "16x32".
         checks = [
             ("--noise-std", self.noise_std, self.noise_std >= 0, "must be >= 0"),
             ("--rounds", self.rounds, self.rounds is None or self.rounds >= 1, "must be a positive integer"),
@@ -114,7 +120,6 @@ class GaussianConfig:
             ("--limit", self.limit, self.limit is None or self.limit >= 2, "must be at least 2"),
             ("--neighbourhood", self.neighbourhood, self.neighbourhood in (4, 8), "must be 4 or 8"),
             ("--num-patches", self.num_patches, self.num_patches >= 2, "must be at least 2"),
-            ("--patch-size", self.patch_size, self.patch_size >= 2, "must be at least 2 (pixels)"),
             ("--heldout-fraction", self.heldout_fraction, 0 < self.heldout_fraction < 1,
              "must be between 0 and 1"),
             ("--whiten-epsilon", self.whiten_epsilon, self.whiten_epsilon > 0, "must be > 0"),
@@ -149,7 +154,7 @@ class GaussianConfig:
         if self.dataset == "patches" and not self.patches:
             from energy_models.data.patches import check_patch_memory
 
-            check_patch_memory(self.num_patches, self.patch_size)  # Before any folder is made.
+            check_patch_memory(self.num_patches, self.patch_size, 3 if self.colour else 1)  # Before any folder.
         if self.noise_model and (self.estimator != "nce" or self.noise != "full"):
             raise UserError("--noise-model applies to --estimator nce with --noise full")
         if self.estimator == "mle" and self.distribute != "none":
@@ -172,6 +177,7 @@ GAUSSIAN_SCOPES = {
     "heldout_fraction": (lambda c: c.dataset == "patches" and not c.patches,
                          "--dataset patches (without --patches)"),
     "patch_size": (lambda c: c.dataset == "patches" and not c.patches, "--dataset patches (without --patches)"),
+    "colour": (lambda c: c.dataset == "patches" and not c.patches, "--dataset patches (without --patches)"),
     "patches": (lambda c: c.dataset == "patches", "--dataset patches"),
     "whiten_epsilon": (lambda c: c.dataset == "patches", "--dataset patches"),
     "data_dir": (lambda c: c.dataset == "mnist", "--dataset mnist"),
@@ -204,9 +210,11 @@ def load_dataset(config, run_dir):
     else:
         source = config.images or default_image_source()
         patch_set = patches.make_patch_set(source, config.num_patches, config.seed,
-                                           config.heldout_fraction, patch_size=config.patch_size)
+                                           config.heldout_fraction, patch_size=config.patch_size,
+                                           colour=config.colour)
         patch_set.save(run_dir / "patches.npz")
-    return ArrayData(patch_set.train[:config.limit], patch_set.heldout[:config.limit])
+    return ArrayData(patch_set.train[:config.limit], patch_set.heldout[:config.limit],
+                     image_shape=patch_set.shape)
 
 
 def fit_mle(config, data, model, writer):
@@ -255,8 +263,9 @@ def _summaries(model, data, config, run_dir, writer, metrics):
 
     samples = model.sample(64, seed=config.seed)
     real = data.test[:64]
-    sample_grid = figures.image_grid(samples)
-    real_grid = figures.image_grid(real)
+    shape = data.image_shape
+    sample_grid = figures.image_grid(samples, size=shape)
+    real_grid = figures.image_grid(real, size=shape)
     figures.save_gray_png(run_dir / "figures" / "samples.png", sample_grid)
     figures.save_gray_png(run_dir / "figures" / "test_data.png", real_grid)
     diag = np.asarray(model.precision_layer.diagonal)
@@ -269,7 +278,7 @@ def _summaries(model, data, config, run_dir, writer, metrics):
         images.update(_whitening_figures(model, data, config, run_dir))
     with writer.as_default(step=0):
         for name, mosaic in images.items():
-            tf.summary.image(name, mosaic[None, :, :, None], step=0)
+            tf.summary.image(name, figures.summary_image(mosaic), step=0)
         tf.summary.image("precision_maps", maps[None], step=0)
         for key in ("test_log_likelihood", "train_log_likelihood", "log_z_analytic", "log_z_estimate",
                     "smallest_eigenvalue", "full_covariance_test_log_likelihood"):
@@ -291,7 +300,7 @@ def _whitening_figures(model, data, config, run_dir):
     out = {}
     for name, layer in whitenings.items():
         # Whitened values are unbounded: each patch is rescaled to its own range to be visible.
-        mosaic = figures.image_grid(np.asarray(layer(patches)), scale="each")
+        mosaic = figures.image_grid(np.asarray(layer(patches)), size=data.image_shape, scale="each")
         figures.save_gray_png(run_dir / "figures" / f"whitened_{name}.png", mosaic)
         out[f"whitened_{name}"] = mosaic
     return out
@@ -318,8 +327,8 @@ def train_and_evaluate(config):
 
     data = load_dataset(config, run_dir)
     loaded = time.perf_counter()
-    side = math.isqrt(data.dim)  # MNIST 28; patches: --patch-size or the patch file's own.
-    model = GridGaussian(side, side, config.neighbourhood)
+    height, width, channels = data.image_shape  # MNIST 28 x 28; patches: --patch-size or the patch file's own.
+    model = GridGaussian(height, width, config.neighbourhood, channels=channels)
     model.set_mean(data.mean)
     train_writer = tf.summary.create_file_writer(str(run_dir / "train"))
     start = time.perf_counter()
@@ -335,6 +344,7 @@ def train_and_evaluate(config):
         "estimator": config.estimator,
         "neighbourhood": config.neighbourhood,
         "n_params": model.pattern.num_params,
+        "image_shape": list(data.image_shape),  # (height, width, channels) of a row.
         "n_train": int(len(data.train_pixels)),
         "n_test": int(len(data.test)),
         "train_log_likelihood": expected_log_likelihood(model, data.covariance()),

@@ -4,7 +4,6 @@
 """
 
 import dataclasses
-import math
 import pathlib
 
 import numpy as np
@@ -22,7 +21,8 @@ class ScoreConfig:
     model: list = flag("a SavedModel folder to score with (repeat the flag for several models)",
                         action="append", metavar="DIR")
     images: str = flag("score patches cut from these photographs (folder, glob or file)")
-    patches: str = flag("score a saved patch set (.npz: its held-out split) or an .npy array [n, 784]")
+    patches: str = flag("score a saved patch set (.npz: its held-out split, of the model's patch size) or an "
+                        ".npy array [n, D] (D: the model's width, 784 for 28x28)")
     mnist: str = flag("score MNIST digits (pixels / 255) of this split", nargs="?", const="test",
                        choices=("train", "test"))
     mnist_noise: float = flag("add N(0, STD^2) noise to every --mnist pixel, drawn as train.gaussian draws "
@@ -110,22 +110,31 @@ def set_order(argv):
     return sorted(position, key=position.get)
 
 
-def load_sets(config, dim, order=None):
+def load_sets(config, shape, order=None):
     """The named sets to score, in the order of their flags on the command line (`order`, from
-    `set_order`; without it photos, patches, MNIST, Gaussian samples). The first is the AUROC reference."""
+    `set_order`; without it photos, patches, MNIST, Gaussian samples). The first is the AUROC reference.
+
+    `shape` is the model's (height, width, channels) (`scoring.model_shape`): photographs are cut into
+    patches of that size (in colour for 3 channels), and a patch file must hold that size."""
+    height, width, channels = shape
+    dim = height * width * channels
+    if config.images or config.gaussian_samples:
+        from energy_models.memory import check_fits
+
+        check_fits(config.num_patches, 4 * dim, 2, "--num-patches", f"{dim}-value float32 rows")  # The model's D.
     sets, kinds = {}, {}
     if config.images:
         from energy_models.data import images, patches
 
-        side = math.isqrt(dim)  # Patches of the model's own size (28 for models saved before --patch-size).
-        loaded = images.load_images(config.images, min_size=side)
-        sets["photos"] = patches.extract_patches(loaded, config.num_patches, side, seed=config.seed)[0]
+        loaded = images.load_images(config.images, min_size=(height, width), colour=channels == 3)
+        sets["photos"] = patches.extract_patches(loaded, config.num_patches, (height, width), seed=config.seed)[0]
         kinds["photos"] = "images"
     if config.patches:
         from energy_models.data.patches import load_patch_array
 
         name = f"patches:{pathlib.Path(config.patches).name}"
-        sets[name], kinds[name] = load_patch_array(config.patches, patch_size=math.isqrt(dim)), "patches"
+        sets[name], kinds[name] = load_patch_array(config.patches, patch_size=(height, width),
+                                                   channels=channels), "patches"
     if config.mnist:
         from energy_models.data.mnist import load_mnist_images
 
@@ -167,11 +176,11 @@ def score(config, order=None):
                 model = store_log_z(model, entry["ais"])
         if config.modes:
             entry["modes"] = run_modes(model, config)
-        if model.dim not in cached_sets:
-            cached_sets[model.dim] = load_sets(config, model.dim, order)
+        if model.shape not in cached_sets:
+            cached_sets[model.shape] = load_sets(config, model.shape, order)
         scores = {name: scoring.checked_scores(scoring.score_samples(model, x, normalised=model.normalised), x,
                                                f"set {name}", model.path)
-                  for name, x in cached_sets[model.dim].items()}
+                  for name, x in cached_sets[model.shape].items()}
         if scores:
             histogram = pathlib.Path(config.figures_dir) / f"log_p_{_slug(model.path)}.png"
             figures.histograms(scores, histogram, title=f"log p under {model.path}",
@@ -274,7 +283,7 @@ def run_modes(model, config):
     search = modes.find_modes(log_prob, start, optimizer=config.mode_optimizer,
                               learning_rate=config.mode_learning_rate, max_steps=config.mode_steps,
                               tol=config.mode_tolerance)
-    mosaic = figures.pair_grid(search.start, search.end, cols=min(config.modes, 4))
+    mosaic = figures.pair_grid(search.start, search.end, cols=min(config.modes, 4), size=model.shape)
     path = pathlib.Path(config.figures_dir) / f"modes_{_slug(model.path)}.png"
     figures.save_gray_png(path, mosaic)
     _modes_to_tensorboard(pathlib.Path(config.figures_dir) / "tensorboard", model.path, mosaic)
@@ -291,7 +300,7 @@ def _modes_to_tensorboard(logdir, name, pair):
     import tensorflow as tf
 
     with tf.summary.create_file_writer(str(logdir)).as_default():
-        tf.summary.image(f"modes/{_slug(name)} (start | mode pairs)", pair[None, :, :, None], step=0)
+        tf.summary.image(f"modes/{_slug(name)} (start | mode pairs)", figures.summary_image(pair), step=0)
 
 
 def _slug(path):

@@ -15,7 +15,10 @@ class GridPrecision(keras.layers.Layer):
     The layer owns two weights, created by name in `build()`:
 
       diagonal:  [H, W], Lambda[i, i];
-      couplings: [n_offsets, H, W], Lambda[i, i + o] for the half offsets o of `energy_models.grid`.
+      couplings: [n_offsets, H, W], Lambda[i, i + o] for the half offsets o of `energy_models.grid`;
+
+    with C > 1 channels, [H, W, C] and [n_offsets, H, W, C]: C x C blocks on the grid, coupling every channel
+    of a pixel with every channel of the same pixel and of its neighbours (`energy_models.grid`).
 
     Both are unconstrained, so every symmetric matrix with the grid pattern is reachable, including the
     exact maximum-likelihood precision of MNIST, which is not diagonally dominant (a diagonal-dominance
@@ -26,15 +29,17 @@ class GridPrecision(keras.layers.Layer):
     The operator is rebuilt from the variables on every call, so gradients flow to both weights.
 
     Args:
-      height, width: the image grid; inputs have H * W features, flattened row-major.
+      height, width: the image grid; inputs have H * W * C features, flattened row-major ([H, W, C]).
       neighbourhood: 4 or 8.
       diagonal_init: initial value of every diagonal entry (the initial Lambda is diagonal_init * I).
+      channels: C, 1 (grayscale) or more (e.g. 3 for RGB).
     """
 
-    def __init__(self, height=28, width=28, neighbourhood=4, diagonal_init=1.0, **kwargs):
+    def __init__(self, height=28, width=28, neighbourhood=4, diagonal_init=1.0, channels=1, **kwargs):
         super().__init__(**kwargs)
-        if int(height) < 1 or int(width) < 1:
-            raise ValueError(f"height and width must be positive, got height={height}, width={width}")
+        if int(height) < 1 or int(width) < 1 or int(channels) < 1:
+            raise ValueError(f"height, width and channels must be positive, got height={height}, "
+                             f"width={width}, channels={channels}")
         if neighbourhood not in (4, 8):
             raise ValueError(f"neighbourhood must be 4 or 8, got neighbourhood={neighbourhood!r}")
         if not float(diagonal_init) > 0:
@@ -43,18 +48,20 @@ class GridPrecision(keras.layers.Layer):
         self.width = int(width)
         self.neighbourhood = int(neighbourhood)
         self.diagonal_init = float(diagonal_init)
-        self.pattern = grid_lib.grid_pattern(self.height, self.width, self.neighbourhood)
+        self.channels = int(channels)
+        self.pattern = grid_lib.grid_pattern(self.height, self.width, self.neighbourhood, self.channels)
 
     def build(self, input_shape=None):
         if input_shape is not None and input_shape[-1] is not None:
             if input_shape[-1] != self.pattern.dim:
+                size = "x".join(str(n) for n in self.pattern.map_shape)
                 raise ValueError(f"X has {input_shape[-1]} features, but the layer expects "
-                                 f"{self.pattern.dim} ({self.height}x{self.width})")
+                                 f"{self.pattern.dim} ({size})")
         self.diagonal = self.add_weight(
-            name="diagonal", shape=(self.height, self.width),
+            name="diagonal", shape=self.pattern.map_shape,
             initializer=keras.initializers.Constant(self.diagonal_init))
         self.couplings = self.add_weight(
-            name="couplings", shape=(len(self.pattern.offsets), self.height, self.width),
+            name="couplings", shape=(len(self.pattern.offsets),) + self.pattern.map_shape,
             initializer="zeros")
 
     def operator(self, is_positive_definite=None):
@@ -71,7 +78,7 @@ class GridPrecision(keras.layers.Layer):
         return 0.5 * tf.reduce_sum(x * self.operator().apply_rows(x), axis=-1)
 
     def set_precision(self, diag, couplings):
-        """Assigns Lambda from a diagonal map [H, W] and coupling maps [n_offsets, H, W]."""
+        """Assigns Lambda from a diagonal map [H, W] and coupling maps [n_offsets, H, W] ([..., C] with channels)."""
         if not self.built:
             self.build()
         self.diagonal.assign(np.asarray(diag, dtype=self.diagonal.dtype).reshape(self.diagonal.shape))
@@ -93,5 +100,5 @@ class GridPrecision(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(height=self.height, width=self.width, neighbourhood=self.neighbourhood,
-                      diagonal_init=self.diagonal_init)
+                      diagonal_init=self.diagonal_init, channels=self.channels)
         return config
