@@ -37,7 +37,7 @@ class MLEResult:
 
     Attributes:
       precision: float64 [D, D], the optimal Lambda (zero off the pattern).
-      covariance: float64 [D, D], Lambda^-1.
+      covariance: float64 [D, D], Lambda^-1 (None from `mle_newton_cg`, which never forms it).
       iterations: Newton steps taken.
       max_abs_residual: max over the pattern of |Sigma - S|, the optimality condition.
       objective: log det Lambda - tr(S Lambda) at the optimum.
@@ -94,6 +94,27 @@ def _objective(lam, s):
     return 2.0 * np.sum(np.log(np.diag(chol))) - np.sum(s * lam), chol
 
 
+def armijo_step(evaluate, theta, f, step, slope):
+    """Backtracking (Armijo) line search for an ascent direction: the first t = 1, 1/2, 1/4, ... with
+    f(theta + t step) >= f + t slope / 4, as (theta + t step, its f, its state).
+
+    `evaluate(theta)` returns (f, state), with f = -inf where Lambda is not positive definite, so such a
+    trial is always rejected and the iterates never leave the cone.
+
+    Raises:
+      ValueError: when t falls below 1e-12 (S is not positive definite on the pattern, or round-off).
+    """
+    t = 1.0
+    while True:
+        trial = theta + t * step
+        f_trial, state = evaluate(trial)
+        if f_trial >= f + 0.25 * t * slope:
+            return trial, f_trial, state
+        t *= 0.5
+        if t < 1e-12:
+            raise ValueError("covariance selection line search failed; is S positive definite?")
+
+
 def fit_grid_mle(s, pattern, tol=1e-9, max_iter=100, callback=None):
     """Solves max_Lambda log det Lambda - tr(S Lambda) over precisions with the grid pattern.
 
@@ -125,6 +146,12 @@ def fit_grid_mle(s, pattern, tol=1e-9, max_iter=100, callback=None):
     if chol is None:
         raise ValueError("S must have a positive diagonal")
     neg_hessian = _newton_matrix_fn(i, j, w)
+
+    def evaluate(trial):
+        lam_trial = _assemble(trial, i, j, d)
+        f_trial, chol_trial = _objective(lam_trial, s)
+        return f_trial, (lam_trial, chol_trial)
+
     for iteration in range(1, max_iter + 1):
         sigma = scipy.linalg.cho_solve((chol, True), np.eye(d), check_finite=False)
         grad = 2.0 * w * (sigma[i, j] - s_pattern)
@@ -138,18 +165,7 @@ def fit_grid_mle(s, pattern, tol=1e-9, max_iter=100, callback=None):
         if decrement / 2.0 < tol:
             steps = iteration - 1
             break
-        # Backtracking (Armijo) line search; a non-PD trial has f = -inf and is always rejected.
-        t = 1.0
-        while True:
-            trial = theta + t * step
-            lam_trial = _assemble(trial, i, j, d)
-            f_trial, chol_trial = _objective(lam_trial, s)
-            if f_trial >= f + 0.25 * t * decrement:
-                break
-            t *= 0.5
-            if t < 1e-12:
-                raise ValueError("covariance selection line search failed; is S positive definite?")
-        theta, lam, f, chol = trial, lam_trial, f_trial, chol_trial
+        theta, f, (lam, chol) = armijo_step(evaluate, theta, f, step, decrement)
     else:
         raise ValueError(f"covariance selection did not converge in {max_iter} Newton steps")
     residual = float(np.max(np.abs(sigma[i, j] - s_pattern)))
