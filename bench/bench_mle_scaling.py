@@ -1,11 +1,13 @@
-"""The exact grid-Gaussian MLE on large patches: dense Newton (`mle.fit_grid_mle`) against banded Newton-CG
-(`mle_newton_cg`), on grayscale patches of photographs at 28 x 28, 64 x 64 and 128 x 128.
+"""The exact grid-Gaussian MLE on large patches: dense Newton (`mle.fit_grid_mle`) against block-tridiagonal
+Newton-CG (`mle_newton_cg`), on grayscale patches of photographs at 28 x 28, 64 x 64 and 128 x 128.
 
-    python -m bench.bench_mle_scaling --images PHOTOS [--sizes 28 64 128] [--json bench/results/mle_scaling.json]
+    python -m bench.bench_mle_scaling --images PHOTOS [--sizes 28 64 128] [--solvers dense newton_cg]
+        [--json bench/results/mle_scaling.json]
 
-Each (size, solver) runs in its own process, so that its peak resident memory is its own. The patch
-covariance S is accumulated from chunks of 5,000 patches (50,000 patches of 128 x 128 pixels would be
-3.3 GB as float32); timings exclude cutting the patches and forming S. The log-likelihood is the training
+Each (size, solver) runs in its own process, so that its peak resident memory is its own. The patches are
+cut in chunks of 5,000 (50,000 patches of 128 x 128 pixels would be 3.3 GB as float32): the dense solver
+gets the full covariance S, Newton-CG only S's pattern entries (`mle_newton_cg.pattern_covariance`, no
+D x D matrix); timings exclude cutting the patches and forming S. The log-likelihood is the training
 average -D/2 log 2 pi + (log det Lambda - tr(S Lambda)) / 2 in nats per patch. The dense solver is not
 run at 128 x 128: its Newton Hessian alone would be 48,896^2 x 8 bytes = 19 GB.
 """
@@ -26,18 +28,23 @@ from bench._common import machine, peak_rss_mb  # noqa: E402
 CHUNK = 5_000
 
 
-def patch_covariance(images, size, num_patches, seed):
-    """(mean, covariance) of `num_patches` random size x size patches, accumulated in float64 chunks."""
+def patch_chunks(images, size, num_patches, seed):
+    """`num_patches` random size x size patches, as chunks of CHUNK rows."""
     from energy_models.data.images import load_images
     from energy_models.data.patches import extract_patches
 
     pictures = load_images(images, min_size=size)
-    total, outer, seen = 0.0, 0.0, 0
     for k, start in enumerate(range(0, num_patches, CHUNK)):
-        count = min(CHUNK, num_patches - start)
-        x, _ = extract_patches(pictures, count, size, np.random.SeedSequence([seed, k]))
+        x, _ = extract_patches(pictures, min(CHUNK, num_patches - start), size, np.random.SeedSequence([seed, k]))
+        yield x
+
+
+def patch_covariance(images, size, num_patches, seed):
+    """(mean, covariance) of `num_patches` random size x size patches, accumulated in float64 chunks."""
+    total, outer, seen = 0.0, 0.0, 0
+    for x in patch_chunks(images, size, num_patches, seed):
         x = x.astype(np.float64)
-        total, outer, seen = total + x.sum(0), outer + x.T @ x, seen + count
+        total, outer, seen = total + x.sum(0), outer + x.T @ x, seen + len(x)
     mean = total / seen
     return mean, outer / seen - np.outer(mean, mean)
 
@@ -45,11 +52,15 @@ def patch_covariance(images, size, num_patches, seed):
 def run_one(images, size, solver, num_patches, seed):
     from energy_models import grid
     from energy_models.estimators.mle import fit_grid_mle
-    from energy_models.estimators.mle_newton_cg import fit_grid_mle_newton_cg
+    from energy_models.estimators.mle_newton_cg import fit_grid_mle_newton_cg, pattern_covariance
 
-    _, s = patch_covariance(images, size, num_patches, seed)
     pattern = grid.grid_pattern(size, size, 4)
-    fit = fit_grid_mle if solver == "dense" else fit_grid_mle_newton_cg
+    if solver == "dense":
+        _, s = patch_covariance(images, size, num_patches, seed)
+        fit = fit_grid_mle
+    else:
+        _, s = pattern_covariance(patch_chunks(images, size, num_patches, seed), pattern)
+        fit = fit_grid_mle_newton_cg
     start = time.perf_counter()
     result = fit(s, pattern)
     seconds = time.perf_counter() - start
@@ -65,6 +76,8 @@ def main():
     parser.add_argument("--images", required=True, help="folder of photographs")
     parser.add_argument("--sizes", type=int, nargs="+", default=[28, 64, 128])
     parser.add_argument("--num-patches", type=int, default=50_000)
+    parser.add_argument("--solvers", nargs="+", choices=("dense", "newton_cg"), default=["dense", "newton_cg"],
+                        help="dense is skipped above 64 x 64 whatever this says")
     parser.add_argument("--repeats", type=int, default=1, help="runs of each (size, solver); the median is kept")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
@@ -75,7 +88,7 @@ def main():
         return
     rows = []
     for size in args.sizes:
-        for solver in (("dense", "newton_cg") if size <= 64 else ("newton_cg",)):
+        for solver in [s for s in args.solvers if size <= 64 or s != "dense"]:
             runs = []
             for _ in range(args.repeats):
                 out = subprocess.run([sys.executable, "-m", "bench.bench_mle_scaling", "--images", args.images,
