@@ -93,6 +93,17 @@ def test_mle_on_12x16_patches_is_the_exact_optimum_of_their_grid(gaussian12x16):
     assert samples.mode == "L" and samples.size == (2 * (8 * 17 + 1), 2 * (8 * 13 + 1))
 
 
+def test_mle_above_the_dense_limit_is_the_exact_optimum_by_block_newton_cg(tmp_path_factory):
+    from energy_models.experiments.gaussian import DENSE_MLE_MAX_DIM
+
+    assert 32 * 36 > DENSE_MLE_MAX_DIM  # so train.gaussian uses estimators.mle_newton_cg
+    run_dir, model_dir = exact_mle(tmp_path_factory.mktemp("p32x36"), "run", "32x36")
+    patches = load_patch_set(run_dir / "patches.npz")
+    check_dempster(model_dir, patches, (32, 36, 1))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["max_abs_residual"] < 1e-7 and metrics["newton_iterations"] > 0
+
+
 def test_colour_mle_is_the_exact_optimum_of_its_block_grid(colour6x8):
     run_dir, model_dir = colour6x8
     patches = load_patch_set(run_dir / "patches.npz")

@@ -217,11 +217,18 @@ def load_dataset(config, run_dir):
                      image_shape=patch_set.shape)
 
 
+# Above this many values per image the exact MLE uses block-tridiagonal Newton-CG: dense Newton took 2.7 s
+# at D = 784 but 635 s and 4.9 GB at 4,096, where Newton-CG takes 23 s and 1.1 GB (BENCHMARKS.md).
+DENSE_MLE_MAX_DIM = 1024
+
+
 def fit_mle(config, data, model, writer):
-    """Exact constrained maximum likelihood (`energy_models.estimators.mle`); returns extras for metrics."""
+    """Exact constrained maximum likelihood: `estimators.mle` (dense Newton) up to DENSE_MLE_MAX_DIM values,
+    `estimators.mle_newton_cg` above; returns extras for metrics."""
     import tensorflow as tf
 
     from energy_models.estimators.mle import fit_grid_mle
+    from energy_models.estimators.mle_newton_cg import fit_grid_mle_newton_cg
 
     d = data.dim
 
@@ -231,8 +238,17 @@ def fit_mle(config, data, model, writer):
             tf.summary.scalar("loss", 0.5 * d * LOG_2PI - 0.5 * objective)
             tf.summary.scalar("max_abs_residual", residual)
 
-    result = fit_grid_mle(data.covariance(), model.pattern, callback=log_step)
-    model.precision_layer.set_dense(result.precision)
+    pattern = model.pattern
+    if d <= DENSE_MLE_MAX_DIM:
+        result = fit_grid_mle(data.covariance(), pattern, callback=log_step)
+        model.precision_layer.set_dense(result.precision)
+    else:
+        # A tolerance near what dense Newton's decrement rule leaves (1e-8 at 28 x 28, 1.7e-6 at 64 x 64).
+        result = fit_grid_mle_newton_cg(data.covariance(), pattern, tol=1e-7, callback=log_step)
+        lam = result.precision
+        model.precision_layer.set_precision(
+            lam.diagonal().reshape(pattern.map_shape),
+            pattern.edges_to_couplings(np.asarray(lam[pattern.rows, pattern.cols]).ravel()))
     return {"log_z_estimate": None, "newton_iterations": result.iterations,
             "max_abs_residual": result.max_abs_residual}
 
