@@ -5,9 +5,25 @@ import pytest
 import tensorflow as tf
 
 from energy_models import ais
+from energy_models.mcmc_health import RHAT_THRESHOLD
 
 
 def test_forward_and_reverse_ais_on_a_gaussian_with_known_log_z():
+    mu, cov, target, rng = _gaussian_30d()
+    d = len(mu)
+    true = 0.5 * d * np.log(2 * np.pi) + 0.5 * np.linalg.slogdet(cov)[1]
+    # A base that differs from the target: isotropic, with the target's average variance.
+    base = ais.base_gaussian(mu, np.trace(cov) / d * np.eye(d))
+    fwd = ais.forward_ais(target, base, num_steps=300, num_chains=128, step_size=0.02, seed=(1, 2))
+    exact = rng.multivariate_normal(mu, cov, size=128)
+    rev = ais.reverse_ais(target, base, exact, num_steps=300, step_size=0.02, seed=(3, 4))
+    assert abs(fwd.log_z - true) < 3 * fwd.stderr + 0.05, (fwd.log_z, fwd.stderr, true)
+    assert abs(rev.log_z - true) < 3 * rev.stderr + 0.05, (rev.log_z, rev.stderr, true)
+    assert 0.3 < fwd.acceptance <= 1.0
+
+
+def _gaussian_30d():
+    """(mu, covariance, unnormalised log density, the generator that drew them) of a 30-D Gaussian."""
     rng = np.random.default_rng(0)
     d = 30
     a = rng.normal(size=(d, d)) / np.sqrt(d)
@@ -19,15 +35,34 @@ def test_forward_and_reverse_ais_on_a_gaussian_with_known_log_z():
         centred = x - mu
         return -0.5 * tf.reduce_sum(centred * tf.matmul(centred, prec), -1)
 
-    true = 0.5 * d * np.log(2 * np.pi) + 0.5 * np.linalg.slogdet(cov)[1]
-    # A base that differs from the target: isotropic, with the target's average variance.
+    return mu, cov, target, rng
+
+
+def test_split_rhat_of_the_ais_chains_passes_mixed_chains_and_flags_chains_split_between_modes():
+    mu, cov, target, _ = _gaussian_30d()
+    d = len(mu)
     base = ais.base_gaussian(mu, np.trace(cov) / d * np.eye(d))
-    fwd = ais.forward_ais(target, base, num_steps=300, num_chains=128, step_size=0.02, seed=(1, 2))
-    exact = rng.multivariate_normal(mu, cov, size=128)
-    rev = ais.reverse_ais(target, base, exact, num_steps=300, step_size=0.02, seed=(3, 4))
-    assert abs(fwd.log_z - true) < 3 * fwd.stderr + 0.05, (fwd.log_z, fwd.stderr, true)
-    assert abs(rev.log_z - true) < 3 * rev.stderr + 0.05, (rev.log_z, rev.stderr, true)
-    assert 0.3 < fwd.acceptance <= 1.0
+    untraced = ais.forward_ais(target, base, num_steps=300, num_chains=64, step_size=0.02, seed=(1, 2))
+    assert np.isnan(untraced.rhat_max) and np.isnan(untraced.chain_ess_min)
+    mixed = ais.forward_ais(target, base, num_steps=300, num_chains=64, step_size=0.02, seed=(1, 2), trace=True)
+    assert mixed.log_z == untraced.log_z  # the trace runs after the estimate, which it leaves alone
+    assert mixed.rhat_max <= RHAT_THRESHOLD and mixed.chain_ess_min > 64, mixed
+    # Exact draws as the chains' end states: the continuation itself passes (measured at most 1.08).
+    exact = np.random.default_rng(3).multivariate_normal(mu, cov, size=64).astype(np.float32)
+    health = ais.final_chain_diagnostics(target, tf.constant(exact), base, (4, 5))
+    assert health["rhat_max"] <= RHAT_THRESHOLD, health
+    # Two equal modes 4 units (40 of the smallest standard deviations) apart: the chains end in either one
+    # and cannot cross, so they disagree (measured 2.8 to 18).
+    prec = tf.constant(np.linalg.inv(cov), tf.float32)
+    shift = np.r_[2.0, np.zeros(d - 1)].astype(np.float32)
+
+    def two_modes(x):
+        return tf.reduce_logsumexp(tf.stack([-0.5 * tf.reduce_sum(c * tf.matmul(c, prec), -1)
+                                             for c in (x - mu - shift, x - mu + shift)]), 0)
+
+    wide = ais.base_gaussian(mu, np.trace(cov) / d * np.eye(d) + np.diag(np.r_[4.0, np.zeros(d - 1)]))
+    split = ais.forward_ais(two_modes, wide, num_steps=300, num_chains=64, step_size=0.02, seed=(1, 2), trace=True)
+    assert split.rhat_max > 1.5, split
 
 
 def test_forward_ais_on_a_non_gaussian_2d_energy_against_numerical_integration():
@@ -97,6 +132,10 @@ def test_ais_recovers_log_z_of_a_deep_energy_model_with_v_zero(tmp_path, capsys)
     # Kish's ESS of the weights is printed beside the standard error, and lies in [1, chains].
     assert 1.0 <= a["ess_forward"] <= 32.0 and 1.0 <= a["ess_reverse"] <= 32.0
     assert f"(ESS {a['ess_forward']:.1f})" in out
+    # The chains' own health after the last temperature is printed, with the warning above 1.1.
+    assert 0.9 <= a["rhat_forward"] < 1.5 and a["chain_ess_forward"] > 32, a
+    assert f"split R-hat {a['rhat_forward']:.3f}" in out
+    assert ("warning: forward AIS: MCMC chains have not mixed" in out) == (a["rhat_forward"] > RHAT_THRESHOLD)
     # A log Z is stored only when forward and reverse agree within 1 nat (train.score's rule).
     agree = abs(a["log_z_forward"] - a["log_z_reverse"]) <= 1.0
     assert bool(entry["normalised"]) == agree

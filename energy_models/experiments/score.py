@@ -216,13 +216,15 @@ def run_ais(model, config):
     base = ais.base_gaussian(mean, cov)
     target = model.module.unnormalized_log_prob
     fwd = ais.forward_ais(target, base, config.ais_steps, config.ais_chains, config.ais_step_size,
-                          seed=(config.seed, 11))
+                          seed=(config.seed, 11), trace=True)
     samples = model.module.sample(config.ais_chains, config.seed + 2).numpy()
     rev = ais.reverse_ais(target, base, samples, config.ais_steps, config.ais_step_size,
                           seed=(config.seed, 12))
     gap = rev.log_z - fwd.log_z
     return {"log_z_forward": fwd.log_z, "stderr_forward": fwd.stderr, "log_z_reverse": rev.log_z,
-            "stderr_reverse": rev.stderr, "ess_forward": fwd.ess, "ess_reverse": rev.ess, "gap": gap, "acceptance": fwd.acceptance,
+            "stderr_reverse": rev.stderr, "ess_forward": fwd.ess, "ess_reverse": rev.ess, "gap": gap,
+            "acceptance": fwd.acceptance,
+            "rhat_forward": fwd.rhat_max, "chain_ess_forward": fwd.chain_ess_min,
             "converged": bool(abs(gap) <= 1.0), "steps": config.ais_steps, "chains": config.ais_chains,
             "log_z_stored": model.info.get("log_z"), "seconds": time.perf_counter() - start}
 
@@ -320,6 +322,15 @@ def table_lines(report):
                          f"(ESS {a['ess_forward']:.1f}), reverse {a['log_z_reverse']:.2f} +- "
                          f"{a['stderr_reverse']:.2f} (ESS {a['ess_reverse']:.1f}) ({verdict}; "
                          f"{a['steps']} steps x {a['chains']} chains, {a['seconds']:.0f} s)")
+            if "rhat_forward" in a:
+                from energy_models.mcmc_health import RHAT_THRESHOLD, not_mixed_line
+
+                lines.append(f"  AIS chains after the last temperature: split R-hat {a['rhat_forward']:.3f}, "
+                             f"ESS {a['chain_ess_forward']:.0f} (mixed below {RHAT_THRESHOLD})")
+                warning = not_mixed_line("forward AIS", a["rhat_forward"], a["chain_ess_forward"],
+                                         "increase --ais-steps")
+                if warning:
+                    lines.append(f"  {warning}")
             if a.get("stored"):
                 lines.append(f"  AIS log Z {a['stored']}")
         if "modes" in entry:
