@@ -86,3 +86,5 @@ def test_tutorials_2_and_3_deep_energy_model_and_its_likelihood(tmp_path, monkey
     assert results["heldout_log_p"] - results["full_gaussian_log_p"] == pytest.approx(gain, abs=tol)
     (value,), (tol,) = table[(3, 3)]
     assert results["aurocs"]["grid Gaussian samples"] == pytest.approx(value, abs=tol)
+    (rhat,), (limit,) = table[(3, 4)]
+    assert results["rhat_forward"] < limit

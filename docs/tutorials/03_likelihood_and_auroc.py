@@ -53,19 +53,25 @@ print(json.loads(model.info().numpy())["kind"], "model, log Z stored:", json.loa
 # bound* on log Z. Reverse AIS starts from the model's own samples and anneals back: a *stochastic upper
 # bound* (when those samples are exact). When the two agree, AIS has converged; when they do not, the
 # gap says by how much the estimate may be off. The effective sample size (sum w)^2 / sum w^2 says how
-# many chains the estimate rests on.
+# many chains the estimate rests on. With `trace=True`, forward AIS also continues its chains at the model
+# (No-U-Turn HMC in the coordinates that whiten the base) and reports their split R-hat: near 1 when they
+# sample one distribution, above 1.1 when they stay apart, e.g. in modes the sampler cannot cross (then the
+# estimate rests on how many chains reached each mode).
 #
 # The base: a Gaussian fitted to the model's own samples (what `train.score --ais-steps` does).
 
 # %%
 samples = model.sample(4000, 1).numpy().astype(np.float64)
 base = ais.base_gaussian(samples.mean(0), np.cov(samples.T, bias=True) + 1e-4 * np.eye(samples.shape[1]))
-forward = ais.forward_ais(model.unnormalized_log_prob, base, num_steps=500, num_chains=32, seed=(0, 1))
+forward = ais.forward_ais(model.unnormalized_log_prob, base, num_steps=500, num_chains=32, seed=(0, 1),
+                          trace=True)
 reverse = ais.reverse_ais(model.unnormalized_log_prob, base, model.sample(32, 2).numpy(), num_steps=500,
                           seed=(0, 2))
 for name, e in (("forward (lower bound)", forward), ("reverse (upper bound)", reverse)):
     print(f"{name}: log Z = {e.log_z:.2f} +- {e.stderr:.2f}, ESS {e.ess:.1f} of 32 chains, "
           f"HMC acceptance {e.acceptance:.2f}")
+print(f"forward chains after the last temperature: split R-hat {forward.rhat_max:.3f}, "
+      f"ESS {forward.chain_ess_min:.0f} of 32 x 20 records")
 print(f"gap {reverse.log_z - forward.log_z:.2f} nats: "
       + ("converged" if abs(reverse.log_z - forward.log_z) <= 1 else "not converged, use more steps"))
 
@@ -120,5 +126,6 @@ plt.show()
 if os.environ.get("TUTORIAL_RESULTS"):
     pathlib.Path(os.environ["TUTORIAL_RESULTS"]).write_text(json.dumps({
         "log_z_forward": forward.log_z, "log_z_reverse": reverse.log_z, "ess_forward": forward.ess,
+        "rhat_forward": forward.rhat_max,
         "heldout_log_p": float(log_p.mean()), "full_gaussian_log_p": float(full.log_prob(held).mean()),
         "aurocs": aurocs}))
