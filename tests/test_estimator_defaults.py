@@ -18,25 +18,31 @@ from energy_models.grid import grid_pattern
 N_TRAIN, N_HELDOUT = 30_000, 5_000
 
 
-@pytest.fixture(scope="module")
-def known(tmp_path_factory):
-    """(patch file, true Lambda, true log Z)."""
-    rng = np.random.default_rng(0)
-    pattern = grid_pattern(28, 28, 4)
+def _known_grid_gaussian(directory, neighbourhood, couplings, seed, source):
+    """(patch file, true Lambda, true log Z) of rows drawn from a 28 x 28 grid Gaussian with mean 0.5:
+    Lambda = D^-1 (I + C) D^-1, pixel std D uniform in [0.05, 0.15] and each edge of C uniform in
+    `couplings`."""
+    rng = np.random.default_rng(seed)
+    pattern = grid_pattern(28, 28, neighbourhood)
     std = rng.uniform(0.05, 0.15, pattern.dim)
-    tilde = pattern.dense(np.ones((28, 28)), pattern.edges_to_couplings(
-        rng.uniform(-0.22, 0.1, pattern.num_edges)))
+    tilde = pattern.dense(np.ones((28, 28)), pattern.edges_to_couplings(rng.uniform(*couplings, pattern.num_edges)))
     lam = tilde / std[:, None] / std[None, :]
     chol = np.linalg.cholesky(lam)  # x = mu + L^-T eps has covariance (L L^T)^-1 = Lambda^-1.
     eps = rng.standard_normal((pattern.dim, N_TRAIN + N_HELDOUT))
     x = (0.5 + np.linalg.solve(chol.T, eps).T).astype(np.float32)
     log_z = 0.5 * pattern.dim * np.log(2 * np.pi) - np.sum(np.log(np.diag(chol)))
-    path = tmp_path_factory.mktemp("known") / "known.npz"
+    path = directory / "known.npz"
     positions = lambda n: np.zeros((n, 3), np.int32)  # noqa: E731  (no images: drawn, not cut)
     PatchSet(train=x[:N_TRAIN], heldout=x[N_TRAIN:], image_names=np.array(["drawn", "drawn-heldout"]),
              is_heldout=np.array([False, True]), train_positions=positions(N_TRAIN),
-             heldout_positions=positions(N_HELDOUT), source="known grid Gaussian").save(path)
+             heldout_positions=positions(N_HELDOUT), source=source).save(path)
     return path, lam, log_z
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory):
+    """A 4-neighbour grid Gaussian, couplings in [-0.22, 0.1] (not diagonally dominant everywhere)."""
+    return _known_grid_gaussian(tmp_path_factory.mktemp("known"), 4, (-0.22, 0.1), 0, "known grid Gaussian")
 
 
 def fit(known, tmp_path, **flags):
@@ -95,22 +101,8 @@ def test_adaptive_nce_defaults_depend_on_the_neighbourhood():
 @pytest.fixture(scope="module")
 def known8(tmp_path_factory):
     """An 8-neighbour grid Gaussian as `known`: couplings in [-0.12, 0.06] (diagonally dominant)."""
-    rng = np.random.default_rng(1)
-    pattern = grid_pattern(28, 28, 8)
-    std = rng.uniform(0.05, 0.15, pattern.dim)
-    tilde = pattern.dense(np.ones((28, 28)), pattern.edges_to_couplings(
-        rng.uniform(-0.12, 0.06, pattern.num_edges)))
-    lam = tilde / std[:, None] / std[None, :]
-    chol = np.linalg.cholesky(lam)
-    eps = rng.standard_normal((pattern.dim, N_TRAIN + N_HELDOUT))
-    x = (0.5 + np.linalg.solve(chol.T, eps).T).astype(np.float32)
-    log_z = 0.5 * pattern.dim * np.log(2 * np.pi) - np.sum(np.log(np.diag(chol)))
-    path = tmp_path_factory.mktemp("known8") / "known8.npz"
-    positions = lambda n: np.zeros((n, 3), np.int32)  # noqa: E731
-    PatchSet(train=x[:N_TRAIN], heldout=x[N_TRAIN:], image_names=np.array(["drawn", "drawn-heldout"]),
-             is_heldout=np.array([False, True]), train_positions=positions(N_TRAIN),
-             heldout_positions=positions(N_HELDOUT), source="known 8-neighbour grid Gaussian").save(path)
-    return path, lam, log_z
+    return _known_grid_gaussian(tmp_path_factory.mktemp("known8"), 8, (-0.12, 0.06), 1,
+                                "known 8-neighbour grid Gaussian")
 
 
 def test_nce_defaults_recover_an_8_neighbour_gaussian(known8, tmp_path):
