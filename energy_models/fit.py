@@ -1,0 +1,128 @@
+"""Fitting a grid Gaussian to an array from Python.
+
+    from energy_models.fit import fit_grid_gaussian
+
+    model, report = fit_grid_gaussian(x, "nce", image_shape=(28, 28), heldout=x_test)
+    model.log_prob(x_test), model.sample(16, seed=0), model.log_normalizer()
+
+`x` is [n, D]: one flattened image per row (row-major height x width, channels last). The model is
+p(x) = N(x; mu, Lambda^-1) with mu the rows' mean and Lambda on the 4- or 8-neighbour grid of the image,
+estimated by `estimator`:
+
+* "mle": exact maximum likelihood (covariance selection; dense Newton up to D = 1,024, block-tridiagonal
+  Newton-CG above);
+* "nce": noise-contrastive estimation, which also learns log Z (`report["log_z_estimate"]`);
+* "cnce": conditional NCE; "sm": score matching.
+
+The stochastic estimators take the trainer's settings as keywords (`epochs`, `batch_size`, `optimizer`,
+`learning_rate`, `nu`, `noise`, `rounds`, `warmup_epochs`, `noise_samples`, `kappa`, `epsilon`, `pd_floor`,
+`pd_check_every`, `pd_mode`, `checkpoint_every`), with the same defaults as `python -m train.gaussian`, and
+the same code runs them. TensorBoard logs and checkpoints go to `log_dir` (default: a temporary folder that
+is removed afterwards).
+"""
+
+import pathlib
+import tempfile
+
+import numpy as np
+
+SETTINGS = ("epochs", "batch_size", "optimizer", "learning_rate", "nu", "noise", "rounds", "warmup_epochs",
+            "noise_samples", "kappa", "epsilon", "pd_floor", "pd_check_every", "pd_mode", "checkpoint_every")
+
+
+def _rows(x, name, dim=None):
+    """x as float32 [n, D], or a ValueError that names the argument."""
+    try:
+        x = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be an array of numbers, [n, D]: {error}") from None
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, one flattened image per row, [n, D]; got shape {x.shape}")
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(f"{name} has rows of {x.shape[1]} values, but x has {dim}")
+    if len(x) < 2:
+        raise ValueError(f"{name} has {len(x)} rows; at least 2 are needed")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def _image_shape(image_shape, dim):
+    if image_shape is None:
+        side = int(round(np.sqrt(dim)))
+        if side * side != dim:
+            raise ValueError(f"x has rows of {dim} values, not square images; pass image_shape=(height, width) "
+                             f"or (height, width, channels)")
+        return (side, side, 1)
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) == 2:
+        shape += (1,)
+    if len(shape) != 3 or min(shape) < 1 or int(np.prod(shape)) != dim:
+        raise ValueError(f"image_shape {tuple(image_shape)} does not describe rows of {dim} values "
+                         f"(height x width x channels must equal D)")
+    return shape
+
+
+def fit_grid_gaussian(x, estimator="mle", *, image_shape=None, neighbourhood=4, heldout=None, seed=0,
+                      log_dir=None, **settings):
+    """Fits mu and a grid precision Lambda to the rows of `x`; returns (GridGaussian, report).
+
+    Args:
+      x: [n, D] training rows.
+      estimator: "mle", "nce", "cnce" or "sm".
+      image_shape: (height, width) or (height, width, channels) of a row; default: square grayscale.
+      neighbourhood: 4 or 8 grid neighbours.
+      heldout: [m, D] rows for the held-out log-likelihood in the report and TensorBoard (default: `x`).
+      seed: seed of every random draw.
+      log_dir: folder for TensorBoard logs (`train/`) and checkpoints; default: a temporary one.
+      **settings: the stochastic estimators' settings (module docstring), by their trainer names.
+
+    Returns:
+      (model, report): the fitted `GridGaussian`, and a dict with `train_log_likelihood`,
+      `test_log_likelihood` (on `heldout`), `log_z` (analytic, from Lambda) and what the estimator reports
+      (`log_z_estimate` for NCE, `newton_iterations` for MLE, ...).
+
+    Raises:
+      ValueError: naming the argument that is wrong (shape, values, estimator, neighbourhood, a setting).
+    """
+    import tensorflow as tf
+
+    from energy_models.data.arrays import ArrayData
+    from energy_models.errors import UserError
+    from energy_models.experiments.gaussian import ESTIMATORS, GaussianConfig
+    from energy_models.gaussian import GridGaussian, average_log_likelihood, expected_log_likelihood
+
+    x = _rows(x, "x")
+    held = x if heldout is None else _rows(heldout, "heldout", x.shape[1])
+    shape = _image_shape(image_shape, x.shape[1])
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
+    if neighbourhood not in (4, 8):
+        raise ValueError(f"neighbourhood must be 4 or 8; got {neighbourhood!r}")
+    unknown = sorted(set(settings) - set(SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; the settings are {', '.join(SETTINGS)}")
+    with tempfile.TemporaryDirectory(prefix="fit-grid-gaussian-") as scratch:
+        run_dir = pathlib.Path(log_dir or scratch)
+        config = GaussianConfig(dataset="patches", estimator=estimator, neighbourhood=neighbourhood, seed=seed,
+                                run_dir=str(run_dir), colour=shape[2] > 1, **settings)
+        try:
+            config.resolve()
+            data = ArrayData(x, held, image_shape=shape)
+        except UserError as error:  # messages written for the command line: say which argument instead
+            raise ValueError(str(error).replace("--", "")) from None
+        tf.keras.utils.set_random_seed(seed)
+        model = GridGaussian(*shape[:2], neighbourhood, channels=shape[2])
+        model.set_mean(data.mean)
+        writer = tf.summary.create_file_writer(str(run_dir / "train"))
+        try:
+            report = ESTIMATORS[estimator](config, data, model, writer)
+        except UserError as error:
+            raise ValueError(str(error).replace("--", "")) from None
+        writer.close()
+    report.update(train_log_likelihood=expected_log_likelihood(model, data.covariance()),
+                  test_log_likelihood=average_log_likelihood(model, data.test), log_z=model.log_normalizer())
+    return model, report
+
+
+__all__ = ["fit_grid_gaussian", "SETTINGS"]
