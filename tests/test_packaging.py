@@ -2,6 +2,7 @@
 importing it does not import TensorFlow until a name needs it."""
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -29,9 +30,15 @@ def test_public_names_resolve_to_the_library_objects():
 def test_the_wheel_installs_and_imports_outside_the_checkout(tmp_path):
     wheels, target, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
     elsewhere.mkdir()
+    # Built from a copy: setuptools writes build/ and *.egg-info beside the sources it builds.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT / "energy_models", source / "energy_models",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", str(wheels),
-                    str(ROOT)], check=True, cwd=tmp_path)
+                    str(source)], check=True, cwd=tmp_path)
     (wheel,) = wheels.glob("energy_models-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "energy_models/estimators/mle_newton_cg.py" in names and "energy_models/data/patches.py" in names
