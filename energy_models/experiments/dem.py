@@ -69,8 +69,8 @@ class DEMConfig:
     whiten_epsilon: float = flag("added to every covariance eigenvalue by zca/pca whitening", default=1e-6)
     whiten_components: int = flag("zca/pca: confine V's rows to the top N principal components of the patches; "
                                   "the other directions are modelled by the Gaussian term alone, so the "
-                                  "density stays proper in every pixel (default: 150 for dsm and sm, all "
-                                  "pixels for cd and nce)", default=None)
+                                  "density stays proper in every pixel (default: 150 for dsm and sm, or "
+                                  "every value of smaller patches; all pixels for cd and nce)", default=None)
     sigma: float = flag("std sigma of the model's Gaussian term -||x||^2/(2 sigma^2) (1 or 0.1 in the "
                          "exercise); with --learn-sigma its starting value", default=1.0)
     learn_sigma: bool = flag("learn sigma (as log sigma^2) with the other parameters instead of fixing it",
@@ -178,6 +178,7 @@ class DEMConfig:
                 setattr(self, name, by_score if scored else by_mcmc)
         if self.whiten_components is None and scored and self.whiten in ("zca", "pca"):
             self.whiten_components = DEFAULT_COMPONENTS
+            self.components_by_default = True  # not a field: capped at the patch's D when smaller
         if not self.patches:
             from energy_models.data.patches import check_patch_memory
 
@@ -339,7 +340,9 @@ def build_model(config, train, whitening, gaussian=None):
                     step_size=config.step_size, num_chains=config.batch_size, z_sampling=config.z_sampling,
                     leapfrog_steps=config.leapfrog_steps, seed=config.seed)
     components = config.whiten_components if whitening is not None else None
-    if components is not None and components > train.shape[1]:
+    if components is not None and components > train.shape[1] and getattr(config, "components_by_default", False):
+        components = config.whiten_components = train.shape[1]  # the default, for patches under 150 values
+    elif components is not None and components > train.shape[1]:
         raise UserError(f"--whiten-components {components} is more than the {train.shape[1]} pixels of a "
                         "patch; pass at most that")
     energy = DEMEnergy(config.hidden, config.latents, config.sigma, use_bias=config.g_bias,
