@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "GridGaussian": "energy_models.gaussian",
     "fit_grid_gaussian": "energy_models.fit",
+    "fit_deep_energy_model": "energy_models.fit",
     "grid_pattern": "energy_models.grid",
     "GridPrecision": "energy_models.layers.grid_precision",
     "fit_grid_mle": "energy_models.estimators.mle",

@@ -1,4 +1,4 @@
-"""Fitting a grid Gaussian to an array from Python.
+"""Fitting a grid Gaussian or a deep energy model to an array from Python.
 
     from energy_models.fit import fit_grid_gaussian
 
@@ -19,15 +19,26 @@ The stochastic estimators take the trainer's settings as keywords (`epochs`, `ba
 `pd_check_every`, `pd_mode`, `checkpoint_every`), with the same defaults as `python -m train.gaussian`, and
 the same code runs them. TensorBoard logs and checkpoints go to `log_dir` (default: a temporary folder that
 is removed afterwards).
+
+`fit_deep_energy_model(x, ...)` trains the two-layer deep energy model on the rows as `python -m train.dem`
+would on patches (whitening, the grid Gaussian it starts from, the default method and sampler, the
+evaluation, the SavedModel) and returns the loaded SavedModel with the run's metrics.
 """
 
+import dataclasses
 import pathlib
+import re
 import tempfile
 
 import numpy as np
 
 SETTINGS = ("epochs", "batch_size", "optimizer", "learning_rate", "nu", "noise", "rounds", "warmup_epochs",
             "noise_samples", "kappa", "epsilon", "pd_floor", "pd_check_every", "pd_mode", "checkpoint_every")
+
+
+def _keywords(message):
+    """A command-line message with its flags (--batch-size) as this module's keywords (batch_size)."""
+    return re.sub(r"--([a-z][a-z0-9-]*)", lambda flag: flag.group(1).replace("-", "_"), message)
 
 
 def _rows(x, name, dim=None):
@@ -110,7 +121,7 @@ def fit_grid_gaussian(x, estimator="mle", *, image_shape=None, neighbourhood=4, 
             config.resolve()
             data = ArrayData(x, held, image_shape=shape)
         except UserError as error:  # messages written for the command line: say which argument instead
-            raise ValueError(str(error).replace("--", "")) from None
+            raise ValueError(_keywords(str(error))) from None
         tf.keras.utils.set_random_seed(seed)
         model = GridGaussian(*shape[:2], neighbourhood, channels=shape[2])
         model.set_mean(data.mean)
@@ -118,11 +129,70 @@ def fit_grid_gaussian(x, estimator="mle", *, image_shape=None, neighbourhood=4, 
         try:
             report = ESTIMATORS[estimator](config, data, model, writer)
         except UserError as error:
-            raise ValueError(str(error).replace("--", "")) from None
+            raise ValueError(_keywords(str(error))) from None
         writer.close()
     report.update(train_log_likelihood=expected_log_likelihood(model, data.covariance()),
                   test_log_likelihood=average_log_likelihood(model, data.test), log_z=model.log_normalizer())
     return model, report
 
 
-__all__ = ["fit_grid_gaussian", "SETTINGS"]
+# train.dem's settings that `fit_deep_energy_model` passes on (the rest describe where data and outputs live).
+DEM_NOT_SETTINGS = ("images", "num_patches", "patch_size", "colour", "patches", "run_dir", "export_dir",
+                    "overwrite", "mnist_dir", "seed")
+
+
+def fit_deep_energy_model(x, *, heldout=None, image_shape=None, seed=0, log_dir=None, **settings):
+    """Trains `train.dem`'s deep energy model on the rows of `x`; returns (SavedModel, metrics).
+
+    Args:
+      x: [n, D] training rows in [0, 1] (at least `batch_size` of them).
+      heldout: [m, D] rows for the held-out evaluation (default: the last tenth of `x`, not trained on).
+      image_shape: (height, width) or (height, width, channels); default: square grayscale.
+      seed: seed of every random draw.
+      log_dir: where the run folder (`run/`: TensorBoard, figures, metrics.json) and the SavedModel
+        (`model/`) go; default: a new temporary folder, kept, since the returned model is loaded from it.
+      **settings: `train.dem`'s settings by name (`epochs=5`, `method="cd"`, `sigma=0.1`, ...).
+
+    Returns:
+      (model, metrics): the SavedModel as `tf.saved_model.load` gives it (`log_prob`,
+      `unnormalized_log_prob`, `sample`, `info`; README "SavedModel contract") and the run's metrics.
+
+    Raises:
+      ValueError: naming the argument that is wrong.
+    """
+    import tensorflow as tf
+
+    from energy_models.data.patches import PatchSet
+    from energy_models.errors import UserError
+    from energy_models.experiments.dem import DEMConfig, train_and_evaluate
+
+    x = _rows(x, "x")
+    if heldout is None:
+        x, held = x[:len(x) - len(x) // 10], x[len(x) - len(x) // 10:]
+        if len(held) < 2:
+            raise ValueError(f"x has {len(x)} rows: too few to hold out a tenth; pass heldout=")
+    else:
+        held = _rows(heldout, "heldout", x.shape[1])
+    height, width, channels = _image_shape(image_shape, x.shape[1])
+    names = sorted(f.name for f in dataclasses.fields(DEMConfig))
+    unknown = sorted(set(settings) - (set(names) - set(DEM_NOT_SETTINGS)))
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; the settings are "
+                         f"{', '.join(n for n in names if n not in DEM_NOT_SETTINGS)}")
+    root = pathlib.Path(log_dir or tempfile.mkdtemp(prefix="fit-deep-energy-model-"))
+    root.mkdir(parents=True, exist_ok=True)
+    positions = lambda n: np.zeros((n, 3), np.int32)  # noqa: E731  (rows given, not cut from images)
+    PatchSet(train=x, heldout=held, image_names=np.array(["array", "array-heldout"]),
+             is_heldout=np.array([False, True]), train_positions=positions(len(x)),
+             heldout_positions=positions(len(held)), patch_size=(height, width), channels=channels,
+             seed=seed, source="an array (energy_models.fit)").save(root / "rows.npz")
+    config = DEMConfig(patches=str(root / "rows.npz"), run_dir=str(root / "run"), export_dir=str(root / "model"),
+                       overwrite=True, seed=seed, **settings)
+    try:
+        metrics = train_and_evaluate(config)
+    except UserError as error:  # written for the command line: the flags are this function's keywords
+        raise ValueError(_keywords(str(error))) from None
+    return tf.saved_model.load(str(root / "model")), metrics
+
+
+__all__ = ["fit_grid_gaussian", "fit_deep_energy_model", "SETTINGS"]
