@@ -17,3 +17,19 @@ class DataUnavailableError(UserError):
 
 class NotPositiveDefiniteError(UserError):
     """A precision matrix that must be positive definite (to normalise, sample or export) is not."""
+
+
+def check_rows(x, dim, name="x"):
+    """Raises ValueError naming `name` unless the tensor x is [n, dim] (checked on its static shape, so it
+    costs nothing inside a traced function); returns x."""
+    shape = x.shape
+    try:  # a TensorShape (None entries where unknown), or a NumPy shape tuple
+        dims = shape.as_list() if hasattr(shape, "as_list") else list(shape)
+    except ValueError:  # unknown rank
+        return x
+    if len(dims) != 2:
+        raise ValueError(f"{name} must be [n, {dim}], one flattened image per row; got shape {tuple(dims)}")
+    width = dims[-1]
+    if width is not None and width != dim:
+        raise ValueError(f"{name} has rows of {width} values, but the model's images have {dim}")
+    return x

@@ -98,3 +98,21 @@ def test_deep_energy_model_on_an_array_returns_a_saved_model_that_scores_it(tmp_
         fit_deep_energy_model(rows, epoch=3)
     with pytest.raises(ValueError, match="batch_size"):  # the trainer's own check, in this function's words
         fit_deep_energy_model(rows[:50], heldout=rows[2500:], log_dir=tmp_path / "small", batch_size=100)
+
+
+def test_models_name_a_wrong_input_width():
+    """Not TensorFlow's 'Matrix size-incompatible': the argument and both widths."""
+    from energy_models.estimators.contrastive_divergence import ContrastiveDivergence
+    from energy_models.gaussian import GridGaussian
+    from energy_models.layers.dem_energy import DEMEnergy
+
+    gaussian = GridGaussian(6, 8)
+    dem = ContrastiveDivergence(DEMEnergy(4, 3, 1.0), dim=48, mcmc="mala", mcmc_steps=1, step_size=1e-3, seed=0)
+    for model in (gaussian, dem):
+        with pytest.raises(ValueError, match="x has rows of 40 values, but the model's images have 48"):
+            model(np.zeros((5, 40), np.float32))
+        with pytest.raises(ValueError, match=r"x must be \[n, 48\]"):
+            model(np.zeros(48, np.float32))
+    with pytest.raises(ValueError, match="x has rows of 40 values"):
+        gaussian.log_prob(np.zeros((5, 40), np.float32))
+    assert gaussian.unnormalized_log_prob(np.zeros((5, 48), np.float32)).shape == (5,)
