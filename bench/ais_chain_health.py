@@ -24,7 +24,8 @@ import tensorflow as tf  # noqa: E402
 
 from bench._common import machine  # noqa: E402
 from energy_models import ais  # noqa: E402
-from energy_models.mcmc_health import NUM_PROJECTIONS, TRACE_LENGTH, chain_diagnostics  # noqa: E402
+from energy_models.mcmc_health import (NUM_PROJECTIONS, TRACE_LENGTH, chain_diagnostics,  # noqa: E402
+                                       projection_directions, trace_summaries)
 
 
 def gaussian_30d():
@@ -63,9 +64,9 @@ def fixed_hmc_diagnostics(target, start, step_size, seed, thin=10):
     run = tf.function(lambda x, s: tfp.mcmc.sample_chain(TRACE_LENGTH, x, kernel=kernel, trace_fn=None,
                                                          num_steps_between_results=thin - 1, seed=s))
     states = run(start, tf.constant([seed, 7], tf.int32))
-    directions = np.random.default_rng(seed).standard_normal((start.shape[-1], NUM_PROJECTIONS))
+    directions = projection_directions(start.shape[-1], np.random.default_rng(seed))
     flat = tf.reshape(states, [-1, start.shape[-1]])
-    summaries = tf.concat([target(flat)[:, None], tf.matmul(flat, tf.constant(directions, tf.float32))], 1)
+    summaries = trace_summaries(target(flat), flat, directions)
     return chain_diagnostics(tf.reshape(summaries, [TRACE_LENGTH, -1, 1 + NUM_PROJECTIONS]).numpy())
 
 

@@ -23,7 +23,8 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from energy_models.mcmc_health import NUM_PROJECTIONS, TRACE_LENGTH, chain_diagnostics, importance_ess
+from energy_models.mcmc_health import (NUM_PROJECTIONS, TRACE_LENGTH, chain_diagnostics, importance_ess,
+                                       projection_directions, trace_summaries)
 from energy_models.samplers.exact_float32 import use_exact_float32
 
 
@@ -41,6 +42,7 @@ class AISEstimate:
     ess: float = float("nan")
     rhat_max: float = float("nan")
     chain_ess_min: float = float("nan")
+
 
 # `final_chain_diagnostics`: NUTS warm-up transitions, transitions between records and the largest tree
 # (2^6 - 1 = 63 leapfrog steps). Whitened by the base, NUTS took about 15 leapfrog steps a transition on the
@@ -136,7 +138,7 @@ def _run_chain(proposal_log_prob_fn, target_log_prob_fn, initial_state, num_step
             seed=seed)
         mh = results.inner_results.inner_results
         accept = tf.reduce_mean(tf.minimum(1.0, tf.exp(mh.log_accept_ratio)))
-        return log_weights, accept, final, results.inner_results.new_step_size
+        return log_weights, accept, final
 
     return run(initial_state, tf.constant(seed, tf.int32))
 
@@ -159,8 +161,7 @@ def final_chain_diagnostics(target_log_prob_fn, final_state, base, seed, length=
 
     use_exact_float32()
     rng = np.random.default_rng(list(seed))
-    directions = rng.standard_normal((int(final_state.shape[-1]), NUM_PROJECTIONS))
-    directions = tf.constant(directions / np.linalg.norm(directions, axis=0), tf.float32)
+    directions = projection_directions(int(final_state.shape[-1]), rng)
     scale = getattr(base, "scale", None)  # a base without loc and scale: pixel coordinates
     whitening = (tfp.bijectors.Shift(base.loc)(tfp.bijectors.ScaleMatvecLinearOperator(scale))
                  if scale is not None else tfp.bijectors.Identity())
@@ -176,7 +177,7 @@ def final_chain_diagnostics(target_log_prob_fn, final_state, base, seed, length=
 
     states = run(final_state, tf.constant(rng.integers(0, 2 ** 31 - 1, size=2), tf.int32))
     flat = tf.reshape(states, [-1, states.shape[-1]])
-    summaries = tf.concat([target_log_prob_fn(flat)[:, None], tf.matmul(flat, directions)], axis=1)
+    summaries = trace_summaries(target_log_prob_fn(flat), flat, directions)
     return chain_diagnostics(tf.reshape(summaries, [length, -1, 1 + NUM_PROJECTIONS]).numpy())
 
 
@@ -206,8 +207,8 @@ def forward_ais(target_log_prob_fn, base, num_steps=1000, num_chains=64, step_si
       An `AISEstimate`.
     """
     x0 = base.sample(num_chains, seed=tf.constant(seed, tf.int32))
-    log_weights, accept, final, _ = _run_chain(base.log_prob, target_log_prob_fn, x0, num_steps,
-                                                        step_size, leapfrog_steps, [seed[0], seed[1] + 1])
+    log_weights, accept, final = _run_chain(base.log_prob, target_log_prob_fn, x0, num_steps, step_size,
+                                            leapfrog_steps, [seed[0], seed[1] + 1])
     log_z, stderr = _log_mean_exp_and_stderr(log_weights.numpy())
     estimate = AISEstimate(log_z, stderr, log_weights.numpy(), float(accept), importance_ess(log_weights.numpy()))
     if trace:
@@ -222,8 +223,8 @@ def reverse_ais(target_log_prob_fn, base, target_samples, num_steps=1000, step_s
 
     The bound holds when `target_samples` are exact; approximate (MCMC) samples make it an estimate.
     """
-    log_weights, accept, _, _ = _run_chain(target_log_prob_fn, base.log_prob,
-                                           tf.constant(target_samples, tf.float32), num_steps, step_size,
-                                           leapfrog_steps, list(seed))
+    log_weights, accept, _ = _run_chain(target_log_prob_fn, base.log_prob,
+                                        tf.constant(target_samples, tf.float32), num_steps, step_size,
+                                        leapfrog_steps, list(seed))
     log_inv_z, stderr = _log_mean_exp_and_stderr(log_weights.numpy())
     return AISEstimate(-log_inv_z, stderr, log_weights.numpy(), float(accept), importance_ess(log_weights.numpy()))

@@ -62,6 +62,17 @@ def chain_diagnostics(trace):
             "mixed": bool(rhat_max <= RHAT_THRESHOLD)}
 
 
+def projection_directions(dim, rng):
+    """NUM_PROJECTIONS random unit directions in R^dim (float32 [dim, NUM_PROJECTIONS]), drawn from `rng`."""
+    directions = rng.standard_normal((dim, NUM_PROJECTIONS))
+    return tf.constant(directions / np.linalg.norm(directions, axis=0), tf.float32)
+
+
+def trace_summaries(log_p, x, directions):
+    """The scalar summaries a trace records per chain: [n, 1 + NUM_PROJECTIONS] = (log p, x . directions)."""
+    return tf.concat([log_p[:, None], tf.matmul(x, directions)], axis=1)
+
+
 def importance_ess(log_weights):
     """Kish's (sum w)^2 / sum w^2 from log-weights, computed as exp(2 lse(log w) - lse(2 log w)) (no
     overflow); non-finite log-weights count as zero weight."""
@@ -84,8 +95,7 @@ def trace_chains(model, start, seed, length=TRACE_LENGTH, thin=TRACE_THIN, warmu
     """
     warmup = length * thin if warmup is None else warmup
     rng = np.random.default_rng(seed)
-    directions = rng.standard_normal((model.dim, NUM_PROJECTIONS))
-    directions = tf.constant(directions / np.linalg.norm(directions, axis=0), tf.float32)
+    directions = projection_directions(model.dim, rng)
     u = model.to_model_space(tf.constant(np.asarray(start, np.float32)))
     seed = tf.constant(rng.integers(0, 2 ** 31 - 1, size=2), tf.int32)
     compiled = _COMPILED.setdefault(model, {})
@@ -115,8 +125,7 @@ def _trace_loop(model, length, thin, warmup):
 
         def body(t, u, records):
             u = sweeps(u, eta, thin, seeds[t])
-            row = tf.concat([energy(u)[:, None], tf.matmul(u, directions)], axis=1)
-            return t + 1, u, records.write(t, row)
+            return t + 1, u, records.write(t, trace_summaries(energy(u), u, directions))
 
         _, u, records = tf.while_loop(lambda t, *_: t < length, body, (tf.constant(0), u, records))
         return records.stack(), u
