@@ -117,10 +117,12 @@ class GridPattern:
         return out
 
     def from_dense(self, matrix):
-        """(diag [H, W], couplings [n_offsets, H, W]) read off a dense matrix on the pattern."""
-        matrix = np.asarray(matrix)
-        diag = np.diag(matrix).reshape(self.map_shape)
-        return diag, self.edges_to_couplings(matrix[self.rows, self.cols])
+        """(diag [H, W], couplings [n_offsets, H, W]) read off a [D, D] matrix on the pattern: a NumPy array
+        or a scipy sparse matrix (whose entries are read without densifying it)."""
+        if not hasattr(matrix, "tocsr"):
+            matrix = np.asarray(matrix)
+        diag = np.asarray(matrix.diagonal()).reshape(self.map_shape)
+        return diag, self.edges_to_couplings(np.asarray(matrix[self.rows, self.cols]).ravel())
 
 
 def grid_pattern(height, width, neighbourhood=4, channels=1):

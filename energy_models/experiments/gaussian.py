@@ -238,17 +238,12 @@ def fit_mle(config, data, model, writer):
             tf.summary.scalar("loss", 0.5 * d * LOG_2PI - 0.5 * objective)
             tf.summary.scalar("max_abs_residual", residual)
 
-    pattern = model.pattern
     if d <= DENSE_MLE_MAX_DIM:
-        result = fit_grid_mle(data.covariance(), pattern, callback=log_step)
-        model.precision_layer.set_dense(result.precision)
+        result = fit_grid_mle(data.covariance(), model.pattern, callback=log_step)
     else:
         # A tolerance near what dense Newton's decrement rule leaves (1e-8 at 28 x 28, 1.7e-6 at 64 x 64).
-        result = fit_grid_mle_newton_cg(data.covariance(), pattern, tol=1e-7, callback=log_step)
-        lam = result.precision
-        model.precision_layer.set_precision(
-            lam.diagonal().reshape(pattern.map_shape),
-            pattern.edges_to_couplings(np.asarray(lam[pattern.rows, pattern.cols]).ravel()))
+        result = fit_grid_mle_newton_cg(data.covariance(), model.pattern, tol=1e-7, callback=log_step)
+    model.precision_layer.set_dense(result.precision)  # dense, or the scipy sparse matrix of Newton-CG
     return {"log_z_estimate": None, "newton_iterations": result.iterations,
             "max_abs_residual": result.max_abs_residual}
 

@@ -86,7 +86,7 @@ class GridPrecision(keras.layers.Layer):
         self.couplings.assign(masked.astype(self.couplings.dtype))
 
     def set_dense(self, matrix):
-        """Assigns Lambda from a dense [D, D] matrix; entries off the pattern are ignored."""
+        """Assigns Lambda from a [D, D] matrix (NumPy or scipy sparse); entries off the pattern are ignored."""
         self.set_precision(*self.pattern.from_dense(matrix))
 
     def dense(self):
