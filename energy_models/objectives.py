@@ -95,12 +95,11 @@ class EnergyEstimator(keras.Model):
 
     def adapt(self, x):
         """NCE's default noise: N(mean of x, covariance of x + 1e-6 I)."""
-        import tensorflow_probability as tfp
+        from energy_models.ais import base_gaussian
+        from energy_models.whitening import mean_and_covariance
 
-        x = np.asarray(x, np.float64)
-        covariance = np.cov(x.T, bias=True).reshape(x.shape[1], x.shape[1]) + 1e-6 * np.eye(x.shape[1])
-        self.noise = tfp.distributions.MultivariateNormalTriL(
-            loc=tf.constant(x.mean(0), tf.float32), scale_tril=tf.constant(np.linalg.cholesky(covariance), tf.float32))
+        mean, covariance = mean_and_covariance(x)
+        self.noise = base_gaussian(mean, covariance + 1e-6 * np.eye(len(mean)))
         return self
 
     @property
