@@ -32,6 +32,8 @@ import tempfile
 
 import numpy as np
 
+from energy_models.data.arrays import row_image_shape
+
 SETTINGS = ("epochs", "batch_size", "optimizer", "learning_rate", "nu", "noise", "rounds", "warmup_epochs",
             "noise_samples", "kappa", "epsilon", "pd_floor", "pd_check_every", "pd_mode", "checkpoint_every")
 
@@ -56,22 +58,6 @@ def _rows(x, name, dim=None):
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return x
-
-
-def _image_shape(image_shape, dim):
-    if image_shape is None:
-        side = int(round(np.sqrt(dim)))
-        if side * side != dim:
-            raise ValueError(f"x has rows of {dim} values, not square images; pass image_shape=(height, width) "
-                             f"or (height, width, channels)")
-        return (side, side, 1)
-    shape = tuple(int(s) for s in image_shape)
-    if len(shape) == 2:
-        shape += (1,)
-    if len(shape) != 3 or min(shape) < 1 or int(np.prod(shape)) != dim:
-        raise ValueError(f"image_shape {tuple(image_shape)} does not describe rows of {dim} values "
-                         f"(height x width x channels must equal D)")
-    return shape
 
 
 def fit_grid_gaussian(x, estimator="mle", *, image_shape=None, neighbourhood=4, heldout=None, seed=0,
@@ -105,7 +91,7 @@ def fit_grid_gaussian(x, estimator="mle", *, image_shape=None, neighbourhood=4, 
 
     x = _rows(x, "x")
     held = x if heldout is None else _rows(heldout, "heldout", x.shape[1])
-    shape = _image_shape(image_shape, x.shape[1])
+    shape = row_image_shape(x.shape[1], image_shape)
     if estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
     if neighbourhood not in (4, 8):
@@ -173,7 +159,7 @@ def fit_deep_energy_model(x, *, heldout=None, image_shape=None, seed=0, log_dir=
             raise ValueError(f"x has {len(x)} rows: too few to hold out a tenth; pass heldout=")
     else:
         held = _rows(heldout, "heldout", x.shape[1])
-    height, width, channels = _image_shape(image_shape, x.shape[1])
+    height, width, channels = row_image_shape(x.shape[1], image_shape)
     names = sorted(f.name for f in dataclasses.fields(DEMConfig))
     unknown = sorted(set(settings) - (set(names) - set(DEM_NOT_SETTINGS)))
     if unknown:
@@ -181,11 +167,8 @@ def fit_deep_energy_model(x, *, heldout=None, image_shape=None, seed=0, log_dir=
                          f"{', '.join(n for n in names if n not in DEM_NOT_SETTINGS)}")
     root = pathlib.Path(log_dir or tempfile.mkdtemp(prefix="fit-deep-energy-model-"))
     root.mkdir(parents=True, exist_ok=True)
-    positions = lambda n: np.zeros((n, 3), np.int32)  # noqa: E731  (rows given, not cut from images)
-    PatchSet(train=x, heldout=held, image_names=np.array(["array", "array-heldout"]),
-             is_heldout=np.array([False, True]), train_positions=positions(len(x)),
-             heldout_positions=positions(len(held)), patch_size=(height, width), channels=channels,
-             seed=seed, source="an array (energy_models.fit)").save(root / "rows.npz")
+    PatchSet.from_rows(x, held, (height, width), channels, seed, "an array (energy_models.fit)").save(
+        root / "rows.npz")
     config = DEMConfig(patches=str(root / "rows.npz"), run_dir=str(root / "run"), export_dir=str(root / "model"),
                        overwrite=True, seed=seed, **settings)
     try:

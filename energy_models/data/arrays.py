@@ -40,6 +40,25 @@ def check_covariance(covariance, what, remedy, rows=None):
                         f"(smooth or repetitive images), so no Gaussian can be fitted; {remedy}")
 
 
+def row_image_shape(dim, image_shape=None, name="x"):
+    """(height, width, channels) of rows of `dim` values: `image_shape` given as (height, width) or
+    (height, width, channels), or by default square grayscale. ValueError naming `name` or `image_shape`
+    when it does not fit."""
+    if image_shape is None:
+        side = int(round(np.sqrt(dim)))
+        if side * side != dim:
+            raise ValueError(f"{name} has rows of {dim} values, not square images; pass image_shape=(height, "
+                             f"width) or (height, width, channels)")
+        return (side, side, 1)
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) == 2:
+        shape += (1,)
+    if len(shape) != 3 or min(shape) < 1 or int(np.prod(shape)) != dim:
+        raise ValueError(f"image_shape {tuple(image_shape)} does not describe rows of {dim} values "
+                         f"(height x width x channels must equal D)")
+    return shape
+
+
 @dataclasses.dataclass
 class ArrayData:
     """Training rows, held-out rows and the training mean; the interface `NoisyMnist` also offers.
@@ -64,13 +83,7 @@ class ArrayData:
                                 f"images for --heldout-fraction to hold some out)")
         if self.mean is None:
             self.mean = self.train_pixels.mean(axis=0, dtype=np.float64).astype(np.float32)
-        if self.image_shape is None:
-            side = int(np.sqrt(self.dim))
-            if side * side != self.dim:
-                raise ValueError(f"rows of {self.dim} values are not square images: pass image_shape")
-            self.image_shape = (side, side, 1)
-        if int(np.prod(self.image_shape)) != self.dim:
-            raise ValueError(f"image_shape {self.image_shape} does not hold the rows' {self.dim} values")
+        self.image_shape = row_image_shape(self.dim, self.image_shape, "train_pixels")
         self._covariance = None
 
     @property
