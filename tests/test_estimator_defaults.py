@@ -32,10 +32,7 @@ def _known_grid_gaussian(directory, neighbourhood, couplings, seed, source):
     x = (0.5 + np.linalg.solve(chol.T, eps).T).astype(np.float32)
     log_z = 0.5 * pattern.dim * np.log(2 * np.pi) - np.sum(np.log(np.diag(chol)))
     path = directory / "known.npz"
-    positions = lambda n: np.zeros((n, 3), np.int32)  # noqa: E731  (no images: drawn, not cut)
-    PatchSet(train=x[:N_TRAIN], heldout=x[N_TRAIN:], image_names=np.array(["drawn", "drawn-heldout"]),
-             is_heldout=np.array([False, True]), train_positions=positions(N_TRAIN),
-             heldout_positions=positions(N_HELDOUT), source=source).save(path)
+    PatchSet.from_rows(x[:N_TRAIN], x[N_TRAIN:], source=source).save(path)
     return path, lam, log_z
 
 

@@ -162,6 +162,16 @@ class PatchSet:
     source: str = ""
     channels: int = 1
 
+    @classmethod
+    def from_rows(cls, train, heldout, patch_size=PATCH_SIZE, channels=1, seed=0, source=""):
+        """A patch set of rows that were not cut from images (drawn, or a user's array): the two splits
+        are named as two pseudo-images, and every position is (0, 0, 0)."""
+        no_images = lambda n: np.zeros((n, 3), np.int32)  # noqa: E731
+        return cls(train=train, heldout=heldout, image_names=np.array([f"{source}", f"{source} (held out)"]),
+                   is_heldout=np.array([False, True]), train_positions=no_images(len(train)),
+                   heldout_positions=no_images(len(heldout)), patch_size=patch_size, seed=seed, source=source,
+                   channels=channels)
+
     @property
     def shape(self) -> tuple[int, int, int]:
         """(height, width, channels) of one patch."""
