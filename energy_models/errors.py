@@ -19,9 +19,10 @@ class NotPositiveDefiniteError(UserError):
     """A precision matrix that must be positive definite (to normalise, sample or export) is not."""
 
 
-def check_rows(x, dim, name="x"):
+def check_static_rows(x, dim, name="x"):
     """Raises ValueError naming `name` unless the tensor x is [n, dim] (checked on its static shape, so it
-    costs nothing inside a traced function); returns x."""
+    costs nothing inside a traced function); returns x. For data sets given on the command line,
+    `scoring.check_rows` also checks the values."""
     shape = x.shape
     try:  # a TensorShape (None entries where unknown), or a NumPy shape tuple
         dims = shape.as_list() if hasattr(shape, "as_list") else list(shape)

@@ -5,7 +5,7 @@ import numpy as np
 import scipy.linalg
 import tensorflow as tf
 
-from energy_models.errors import NotPositiveDefiniteError, check_rows
+from energy_models.errors import NotPositiveDefiniteError, check_static_rows
 from energy_models.layers import GridPrecision
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -79,7 +79,7 @@ class GridGaussian(keras.Model):
 
     def unnormalized_log_prob(self, x):
         """-(x - mu)^T Lambda (x - mu) / 2 for x [n, D]: shape [n]. ValueError for another shape."""
-        x = check_rows(tf.convert_to_tensor(x, dtype=self.compute_dtype), self.dim)
+        x = check_static_rows(tf.convert_to_tensor(x, dtype=self.compute_dtype), self.dim)
         return -self.precision_layer(x - self.mu)
 
     def set_mean(self, mean):

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from energy_models.layers.dem_energy import DEMEnergy, sample_latents, sigmoid
 from energy_models.distribute import replica_share, step_logs
-from energy_models.errors import check_rows
+from energy_models.errors import check_static_rows
 from energy_models.samplers import dem_gibbs, normal_noise
 from energy_models.seeding import replica_seed
 
@@ -169,7 +169,7 @@ class ContrastiveDivergence(keras.Model):
 
     def call(self, x):
         """log p~(x) in raw pixel space: the energy at W (x - mu) plus log|det W|. [n]."""
-        check_rows(x, self.dim)
+        check_static_rows(x, self.dim)
         return self.energy(self.to_model_space(x)) + self._log_det()
 
     def score_samples(self, x, batch_size=4096):
