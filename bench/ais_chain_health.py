@@ -23,9 +23,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench._common import machine  # noqa: E402
-from energy_models import ais  # noqa: E402
-from energy_models.mcmc_health import (NUM_PROJECTIONS, TRACE_LENGTH, chain_diagnostics,  # noqa: E402
-                                       projection_directions, trace_summaries)
+from energy_models.evaluation import ais  # noqa: E402
+from energy_models.evaluation.mcmc_health import (
+    NUM_PROJECTIONS,
+    TRACE_LENGTH,
+    chain_diagnostics,
+    projection_directions,
+    trace_summaries,
+)
 
 
 def gaussian_30d():

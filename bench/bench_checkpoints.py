@@ -25,8 +25,9 @@ from bench._common import machine, peak_rss_mb  # noqa: E402
 
 def run_gaussian(estimator, epochs, root):
     from energy_models.experiments import gaussian
+    from energy_models.experiments.gaussian_config import GaussianConfig
 
-    metrics = gaussian.train_and_evaluate(gaussian.GaussianConfig(
+    metrics = gaussian.train_and_evaluate(GaussianConfig(
         estimator=estimator, epochs=epochs, run_dir=os.path.join(root, "run"),
         export_dir=os.path.join(root, "model")))
     return metrics["checkpoint_seconds"], metrics["fit_seconds"]
@@ -34,8 +35,9 @@ def run_gaussian(estimator, epochs, root):
 
 def run_dem(epochs, root, images):
     from energy_models.experiments import dem
+    from energy_models.experiments.dem_config import DEMConfig
 
-    metrics = dem.train_and_evaluate(dem.DEMConfig(images=images, epochs=epochs,
+    metrics = dem.train_and_evaluate(DEMConfig(images=images, epochs=epochs,
                                                    run_dir=os.path.join(root, "run"),
                                                    export_dir=os.path.join(root, "model")))
     return metrics["checkpoint_seconds"], metrics["seconds"]

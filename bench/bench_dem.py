@@ -58,7 +58,7 @@ def normal_rate(sweeps=10, n=256, dim=784):
     MALA moves' noise, for one [sweeps, n, D] draw outside XLA, as the training step draws it."""
     import tensorflow as tf
 
-    from energy_models.samplers import normal_noise
+    from energy_models import sampling as normal_noise
 
     run = tf.function(lambda seed: tf.reduce_sum(normal_noise.standard_normal([sweeps, n, dim], seed)))
     seed = tf.constant([1, 2])
@@ -90,6 +90,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from energy_models.experiments import dem
+    from energy_models.experiments.dem_config import DEMConfig
 
     n = args.batch_size * args.batches
     if args.images:
@@ -98,7 +99,7 @@ def main(argv=None):
         x = make_patch_set(args.images, n + 100, seed=0, heldout_fraction=0.0).train[:n]
     else:
         x = np.random.default_rng(0).random((n, 784), dtype=np.float32)
-    config = dem.DEMConfig(whiten=args.whiten, method="cd", mcmc=args.mcmc, mcmc_steps=args.mcmc_steps,
+    config = DEMConfig(whiten=args.whiten, method="cd", mcmc=args.mcmc, mcmc_steps=args.mcmc_steps,
                            batch_size=args.batch_size, steps_per_execution=args.steps_per_execution).resolve()
     model = dem.build_model(config, x, dem.make_whitening(config, x, None))
     data = tf.data.Dataset.from_tensor_slices(x).batch(args.batch_size, drop_remainder=True).cache()

@@ -1,6 +1,6 @@
 """Benchmark: NCE, cNCE and score matching on full MNIST against the exact grid MLE, as a markdown table.
 
-    TFDS_DATA_DIR=../shared/data/tensorflow_datasets python bench/bench_estimators.py --out bench/estimators.md
+    TFDS_DATA_DIR=../shared/data/tensorflow_datasets python bench/bench_estimators.py --out bench/results/estimators.md
 
 Rows: each estimator at its defaults, the NCE nu sweep and noise choices, and the cNCE epsilon sweep, for
 each of --neighbourhoods (4 and 8). Columns: test log-likelihood (nats per image), gap to the exact MLE, NCE's log Z error,
@@ -23,15 +23,15 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from energy_models.estimators.mle import fit_grid_mle  # noqa: E402
 from energy_models.experiments import gaussian  # noqa: E402
-from energy_models.gaussian import GridGaussian, average_log_likelihood  # noqa: E402
+from energy_models.experiments.gaussian_config import GaussianConfig
+from energy_models.gaussian.mle import fit_grid_mle  # noqa: E402
+from energy_models.gaussian.model import GridGaussian, average_log_likelihood  # noqa: E402
 
 
 def exact_score_matching(data, reference, k, floor):
     """Rows for score matching's exact optima: unconstrained (H theta = b) and over Lambda~ >= floor."""
-    from energy_models.estimators.score_matching import (score_matching_constrained_optimum,
-                                                         score_matching_optimum)
+    from energy_models.gaussian.sm_optimum import score_matching_constrained_optimum, score_matching_optimum
 
     s = data.covariance()
     lam_mle, ll_mle = reference[k]
@@ -73,7 +73,7 @@ def rows(neighbourhoods, sweeps):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="bench/estimators.md")
+    parser.add_argument("--out", default="bench/results/estimators.md")
     parser.add_argument("--neighbourhoods", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--no-sweeps", action="store_true")
     parser.add_argument("--only", nargs="*", default=None,
@@ -83,7 +83,7 @@ def main(argv=None):
     parser.add_argument("--set", nargs="*", default=[], help="override config fields, e.g. batch_size=512")
     args = parser.parse_args(argv)
 
-    data = gaussian.load_dataset(gaussian.GaussianConfig(), None)
+    data = gaussian.load_dataset(GaussianConfig(), None)
     s = data.covariance()
     reference = {}
     results = []
@@ -101,18 +101,18 @@ def main(argv=None):
             mle.precision_layer.set_dense(fit_grid_mle(s, mle.pattern).precision)
             reference[k] = (mle.precision_dense(), average_log_likelihood(mle, data.test))
         if label == "exact sm":
-            results += exact_score_matching(data, reference, k, gaussian.GaussianConfig.pd_floor)
+            results += exact_score_matching(data, reference, k, GaussianConfig.pd_floor)
             _write(args.out, results)
             continue
         if args.epochs:
             overrides = dict(overrides, epochs=args.epochs)
         for item in args.set:
             key, value = item.split("=")
-            field = gaussian.GaussianConfig.__dataclass_fields__[key]
+            field = GaussianConfig.__dataclass_fields__[key]
             overrides = dict(overrides, **{key: type(field.default)(value) if field.default is not None
                                            else float(value)})
         name = f"{label.replace(' ', '_').replace('=', '')}_n{k}"
-        config = gaussian.GaussianConfig(run_dir=str(tmp / name), export_dir=str(tmp / f"sm_{name}"),
+        config = GaussianConfig(run_dir=str(tmp / name), export_dir=str(tmp / f"sm_{name}"),
                                          overwrite=True, **overrides)
         gaussian.load_dataset = lambda config, run_dir=None, _data=data: _data  # Load MNIST once for all rows.
         start = time.perf_counter()

@@ -17,11 +17,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from bench._common import machine, peak_rss_mb, timed  # noqa: E402
-from energy_models import grid  # noqa: E402
 from energy_models.data.mnist import load_noisy_mnist  # noqa: E402
-from energy_models.estimators.mle import fit_grid_mle  # noqa: E402
-from energy_models.gaussian import GridGaussian, average_log_likelihood  # noqa: E402
-from energy_models.operators import LinearOperatorGridPrecision  # noqa: E402
+from energy_models.gaussian.mle import fit_grid_mle  # noqa: E402
+from energy_models.gaussian.model import GridGaussian, average_log_likelihood  # noqa: E402
+from energy_models.linalg import grid  # noqa: E402
+from energy_models.linalg.operators import LinearOperatorGridPrecision  # noqa: E402
 
 
 def bench_mle(data, neighbourhood, repeats):

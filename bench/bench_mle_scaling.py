@@ -50,9 +50,9 @@ def patch_covariance(images, size, num_patches, seed):
 
 
 def run_one(images, size, solver, num_patches, seed):
-    from energy_models import grid
-    from energy_models.estimators.mle import fit_grid_mle
-    from energy_models.estimators.mle_newton_cg import fit_grid_mle_newton_cg, pattern_covariance
+    from energy_models.gaussian.mle import fit_grid_mle
+    from energy_models.gaussian.mle_newton_cg import fit_grid_mle_newton_cg, pattern_covariance
+    from energy_models.linalg import grid
 
     pattern = grid.grid_pattern(size, size, 4)
     if solver == "dense":

@@ -32,11 +32,12 @@ def matmul_rate(repeats=5):
 
 
 def export_models(root):
-    from energy_models import export
-    from energy_models.estimators.contrastive_divergence import ContrastiveDivergence
-    from energy_models.export_dem import DEMModule
-    from energy_models.gaussian import GridGaussian
-    from energy_models.layers.dem_energy import DEMEnergy
+    from energy_models import savedmodel
+    from energy_models.dem.contrastive_divergence import ContrastiveDivergence
+    from energy_models.dem.energy import DEMEnergy
+    from energy_models.dem.export import DEMModule
+    from energy_models.gaussian import export
+    from energy_models.gaussian.model import GridGaussian
     from energy_models.whitening import LinearWhitening
 
     rng = np.random.default_rng(0)
@@ -47,9 +48,9 @@ def export_models(root):
         model = ContrastiveDivergence(energy, dim=784, whitening=whitening, mcmc="langevin", mcmc_steps=1)
         energy.V.assign(rng.normal(size=(64, 784)).astype(np.float32) / 28)
         module = DEMModule(model, x.mean(0), 0.1 * np.eye(784), {"name": name}, sample_sweeps=1)
-        paths[name] = export.save_atomically(module, pathlib.Path(root) / name)
+        paths[name] = savedmodel.save_atomically(module, pathlib.Path(root) / name)
     gaussian = GridGaussian(28, 28, 4, diagonal_init=10.0)
-    paths["gaussian_n4"] = export.save_atomically(export.gaussian_module(gaussian, {}),
+    paths["gaussian_n4"] = savedmodel.save_atomically(export.gaussian_module(gaussian, {}),
                                                   pathlib.Path(root) / "gaussian")
     return paths
 

@@ -5,7 +5,7 @@ converge to, for the epsilon rule's value and a sweep.
         [--neighbourhood 4] [--floor 1e-3] [--out bench/results/cnce_optimum_n4.json]
 
 One fixed noisy draw of the training split (60,000 rows, the trainer's first-epoch noise seed) and one
-conditional noise draw y = x + epsilon u per row; `energy_models.estimators.cnce_exact` minimises the cNCE
+conditional noise draw y = x + epsilon u per row; `energy_models.gaussian.cnce_optimum` minimises the cNCE
 loss over {Lambda~ - floor I >= 0} by a log barrier and Newton's method from Lambda~ = I. The unconstrained
 optimum's smallest eigenvalue is reported beside it (a few unconstrained Newton steps from the start
 cannot find it when it does not exist; the constrained optimum always does). Prints one JSON line per
@@ -40,12 +40,12 @@ def main():
     args = parser.parse_args()
 
     from energy_models.data.mnist import load_noisy_mnist
-    from energy_models.estimators.cnce import CNCEGaussian, rule_epsilon
-    from energy_models.estimators.cnce_exact import cnce_constrained_optimum, cnce_features
-    from energy_models.estimators.common import moment_matched_start
-    from energy_models.estimators.mle import fit_grid_mle
-    from energy_models.estimators.score_matching import score_matching_constrained_optimum
-    from energy_models.gaussian import GridGaussian, average_log_likelihood
+    from energy_models.gaussian.cnce import CNCEGaussian, rule_epsilon
+    from energy_models.gaussian.cnce_optimum import cnce_constrained_optimum, cnce_features
+    from energy_models.gaussian.mle import fit_grid_mle
+    from energy_models.gaussian.model import GridGaussian, average_log_likelihood
+    from energy_models.gaussian.sm_optimum import score_matching_constrained_optimum
+    from energy_models.gaussian.trainable import moment_matched_start
 
     data = load_noisy_mnist(0.1, args.seed, None, args.limit)
     s = data.covariance()

@@ -34,9 +34,10 @@ def ais_row(export_dir, patch_file, heldout, steps, chains=16):
     import tensorflow as tf
 
     from energy_models.experiments import score
+    from energy_models.experiments.score_config import ScoreConfig
 
     start = time.perf_counter()
-    report = score.score(score.ScoreConfig(model=[str(export_dir)], patches=str(patch_file), ais_steps=steps,
+    report = score.score(ScoreConfig(model=[str(export_dir)], patches=str(patch_file), ais_steps=steps,
                                            ais_chains=chains, figures_dir=str(pathlib.Path(export_dir) / "score")))
     ais = report["models"][0]["ais"]
     module = tf.saved_model.load(str(export_dir))
@@ -60,9 +61,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from energy_models.data.images import default_image_source
-    from energy_models.data.patches import load_patch_set, make_patch_set
+    from energy_models.data.patch_files import load_patch_set
+    from energy_models.data.patches import make_patch_set
     from energy_models.errors import UserError
     from energy_models.experiments import dem
+    from energy_models.experiments.dem_config import DEMConfig
 
     root = pathlib.Path(args.root)
     patch_file = root / "patches.npz"
@@ -76,7 +79,7 @@ def main(argv=None):
     for method in args.methods.split(","):
         for whiten, sigma in configs:
             name = f"dem-{whiten}-sigma{sigma:g}-{method}"
-            config = dem.DEMConfig(patches=str(patch_file), whiten=whiten, sigma=sigma, method=method,
+            config = DEMConfig(patches=str(patch_file), whiten=whiten, sigma=sigma, method=method,
                                    run_dir=str(root / name), export_dir=str(root / "models" / name), overwrite=True)
             row = {"method": method, "whiten": whiten, "sigma": sigma, "full_gaussian_heldout_ll": full_ll}
             try:
@@ -91,9 +94,9 @@ def main(argv=None):
             print(json.dumps(row), flush=True)
             pathlib.Path(args.results).parent.mkdir(parents=True, exist_ok=True)
             pathlib.Path(args.results).write_text(json.dumps(
-                {"runs": rows, "default_config": dataclasses.asdict(dem.DEMConfig())}, indent=2) + "\n")
+                {"runs": rows, "default_config": dataclasses.asdict(DEMConfig())}, indent=2) + "\n")
     print(markdown_table(rows))
-    default = dem.DEMConfig().method
+    default = DEMConfig().method
     filters_figure([r for r in rows if r["method"] == default], root, pathlib.Path(args.figure))
 
 

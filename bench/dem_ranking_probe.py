@@ -78,16 +78,19 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=3e-2)
     parser.add_argument("--eval-every", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default="bench/dem_ranking_probe.json")
+    parser.add_argument("--json", default="bench/results/dem_ranking_probe.json")
     args = parser.parse_args(argv)
 
     import keras
 
     from energy_models.data.images import default_image_source
-    from energy_models.data.patches import load_patch_set, make_patch_set
-    from energy_models.experiments.dem import DEMConfig, FittedGaussian, make_whitening
-    from energy_models.layers import DEMEnergy
-    from energy_models.scoring import auroc
+    from energy_models.data.patch_files import load_patch_set
+    from energy_models.data.patches import make_patch_set
+    from energy_models.dem.energy import DEMEnergy
+    from energy_models.evaluation.metrics import auroc
+    from energy_models.experiments.dem_build import make_whitening
+    from energy_models.experiments.dem_config import DEMConfig
+    from energy_models.gaussian.fitted import FittedGaussian
 
     patch_set = (load_patch_set(args.patches) if args.patches else
                  make_patch_set(args.images or default_image_source(), args.num_patches, seed=args.seed))

@@ -16,7 +16,7 @@ Two ICA fits (scikit-learn's FastICA, logcosh contrast, parallel, whiten=False s
 The filters are the rows of B (B_k U_k^T) in ZCA space; in pixel space they are W^T v = W v (W symmetric),
 as `ContrastiveDivergence.filters` shows a DEM's V.
 
-Filter statistics (`energy_models.filter_stats`, on the held-out whitened patches): median localisation
+Filter statistics (`energy_models.evaluation.filter_stats`, on the held-out whitened patches): median localisation
 and response kurtosis of all rows, of the 64 sparsest (highest kurtosis on the *training* patches, so that
 nothing is chosen on the held-out split) and of as many random Gaussian rows.
 
@@ -84,7 +84,7 @@ def fit_ica(u, max_iter, tol, seed):
 def analyse(name, B, basis, u_train, u_held, log_det_w, num_sparse, seed):
     """Statistics and held-out log-likelihoods of an ICA B [k, k] fitted on the coordinates basis^T u
     (basis [D, k] orthonormal; the identity for the full ICA)."""
-    from energy_models import filter_stats
+    from energy_models.evaluation import filter_stats
 
     D, k = basis.shape
     filters = B @ basis.T  # [k, D], rows in ZCA space
@@ -139,10 +139,11 @@ def main(argv=None):
     parser.add_argument("--figure", default="bench/results/ica_filters.png")
     args = parser.parse_args(argv)
 
-    from energy_models import figures, filter_stats
+    from energy_models import figures
     from energy_models.data.images import default_image_source
     from energy_models.data.patches import make_patch_set
-    from energy_models.experiments.dem import FittedGaussian
+    from energy_models.evaluation import filter_stats
+    from energy_models.gaussian.fitted import FittedGaussian
     from energy_models.whitening import LinearWhitening, mean_and_covariance
 
     start = time.perf_counter()

@@ -1,10 +1,10 @@
 """NCE's exact optimum on full MNIST for a sweep of nu: what the NCE trainer would converge to.
 
     TFDS_DATA_DIR=../shared/data/tensorflow_datasets python -m bench.nce_optimum [--nu 1 10 100]
-        [--noise full] [--noise-samples 60000] [--neighbourhood 4] [--out bench/nce_optimum.json]
+        [--noise full] [--noise-samples 60000] [--neighbourhood 4] [--out bench/results/nce_optimum.json]
 
 One fixed draw of the noisy training split (60,000 rows) and `--noise-samples` draws of p_n (each with
-weight nu / m); `energy_models.estimators.nce_exact.nce_optimum` minimises the NCE objective by L-BFGS
+weight nu / m); `energy_models.gaussian.nce_optimum.nce_optimum` minimises the NCE objective by L-BFGS
 from Lambda~ = I and the balanced c. Prints one JSON line per nu: smallest eigenvalue of Lambda, and when
 it is positive definite the test log-likelihood, gap to the exact `mle`, log Z estimate (-c), analytic
 log Z and their difference, the relative Frobenius distance to the `mle` Lambda, and the wall time.
@@ -35,15 +35,15 @@ def main():
     parser.add_argument("--neighbourhood", type=int, default=4)
     parser.add_argument("--max-iter", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="bench/nce_optimum.json")
+    parser.add_argument("--out", default="bench/results/nce_optimum.json")
     args = parser.parse_args()
 
-    from energy_models import grid
     from energy_models.data.mnist import load_noisy_mnist
-    from energy_models.estimators.mle import fit_grid_mle
-    from energy_models.estimators.nce import LOG_2PI, dj_dc_root, noise_scale
-    from energy_models.estimators.nce_exact import nce_optimum
-    from energy_models.gaussian import GridGaussian, average_log_likelihood
+    from energy_models.gaussian.mle import fit_grid_mle
+    from energy_models.gaussian.model import GridGaussian, average_log_likelihood
+    from energy_models.gaussian.nce import LOG_2PI, dj_dc_root, noise_scale
+    from energy_models.gaussian.nce_optimum import nce_optimum
+    from energy_models.linalg import grid
 
     data = load_noisy_mnist(0.1, args.seed, None)
     s = data.covariance()

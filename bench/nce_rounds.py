@@ -3,7 +3,7 @@ using the previous round's SavedModel as its noise (`--noise-model`).
 
     TFDS_DATA_DIR=../shared/data/tensorflow_datasets python -m bench.nce_rounds [--sm-epochs 2]
         [--nce-epochs 1] [--rounds 3] [--nu 10] [--neighbourhood 4] [--nce-learning-rate LR]
-        [--json bench/nce_rounds_nu10.json]
+        [--json bench/results/nce_rounds_nu10.json]
 
 Why rounds: with noise p_n equal to the model p_theta, the NCE gradient is proportional to
 E_data[grad log p_theta] - E_p_theta[grad log p_theta], the maximum-likelihood gradient, so each round's

@@ -1,15 +1,15 @@
-"""Estimation objectives for any energy: a Keras layer that maps x [n, D] to log p~(x) [n].
+"""Estimation objectives as pure tensor functions, shared by every trainer: the grid Gaussian's
+(`energy_models.gaussian`), the deep energy model's (`energy_models.dem`) and `EnergyEstimator`, which
+trains any Keras layer that maps x [n, D] to log p~(x) [n] by `fit`:
 
-The grid Gaussian and the deep energy model have their own trainers (`estimators/`); these are the same
-objectives for a model a user writes, with `EnergyEstimator` as the Keras model that trains it by `fit`:
-
-* NCE (Gutmann and Hyvarinen 2012): with G(x) = log p~(x) + c - log p_n(x) - log nu,
+* NCE (Gutmann and Hyvarinen 2012, `nce_loss`): with G(x) = log p~(x) + c - log p_n(x) - log nu,
       J = E_data[softplus(-G(x))] + nu E_noise[softplus(G(y))],
   c learns -log Z. The noise p_n is any normalised tfp distribution the user can sample (near the data:
   a Gaussian with the data's mean and covariance is the usual choice, the default here).
-* cNCE (Ceylan and Gutmann 2018): y = x + epsilon u, u ~ N(0, I), symmetric, so with
+* cNCE (Ceylan and Gutmann 2018, `cnce_loss`): y = x + epsilon u, u ~ N(0, I), symmetric, so with
   G = log p~(x) - log p~(y), J = 2 E[softplus(-G)]; log Z cancels.
-* Sliced score matching (Song et al. 2019), for energies without a closed-form Laplacian: with
+* Score matching (Hyvarinen 2005, `score_matching_loss`) where the Laplacian has a closed form (the
+  grid Gaussian's is -tr(Lambda)), and sliced score matching (Song et al. 2019), for energies without a closed-form Laplacian: with
   s(x) = grad_x log p~(x) and v ~ N(0, I),
       J = E_{x, v}[ v^T (d s / dx) v + (v^T s(x))^2 / 2 ],
   whose expectation over v is Hyvarinen's E[tr(d s / dx) + ||s||^2 / 2]; the Hessian-vector product is
@@ -20,12 +20,7 @@ objectives for a model a user writes, with `EnergyEstimator` as the Keras model 
   whose gradient is the CD estimate of the negative log-likelihood gradient.
 """
 
-import keras
-import numpy as np
 import tensorflow as tf
-
-from energy_models.estimators.cnce import cnce_loss
-from energy_models.estimators.nce import nce_loss
 
 OBJECTIVES = ("nce", "cnce", "ssm", "cd")
 
@@ -60,86 +55,59 @@ def contrastive_divergence_loss(log_p_data, log_p_negatives):
     return tf.reduce_mean(log_p_negatives) - tf.reduce_mean(log_p_data)
 
 
-class EnergyEstimator(keras.Model):
-    """Trains any energy layer (x [n, D] -> log p~(x) [n]) with one of OBJECTIVES by Keras `fit`.
+def nce_loss(log_phi_data, log_pn_data, log_phi_noise, log_pn_noise, c, nu):
+    """The NCE loss and its classification accuracy, in log space.
+
+        G(u) = log phi(u) + c - log p_n(u) - log nu,
+        J    = -E_data[log sigmoid(G(x))] - nu E_noise[log sigmoid(-G(y))]
+             =  E_data[softplus(-G(x))]   + nu E_noise[softplus(G(y))].
+
+    -log sigmoid(z) = softplus(-z) = max(-z, 0) + log(1 + exp(-|z|)) is finite for every finite z, so
+    J stays finite when phi or p_n underflow (x far from mu): only their logs are ever formed.
+
+    Returns:
+      (J, data term, noise term, accuracy); accuracy weights the noise samples by nu, as the
+      classifier's prior P(noise) = nu / (1 + nu) does.
+    """
+    log_nu = tf.math.log(tf.cast(nu, log_phi_data.dtype))
+    g_data = log_phi_data + c - log_pn_data - log_nu
+    g_noise = log_phi_noise + c - log_pn_noise - log_nu
+    data_term = tf.reduce_mean(tf.math.softplus(-g_data))
+    noise_term = nu * tf.reduce_mean(tf.math.softplus(g_noise))
+    accuracy = (tf.reduce_mean(tf.cast(g_data > 0, g_data.dtype))
+                + nu * tf.reduce_mean(tf.cast(g_noise < 0, g_data.dtype))) / (1.0 + nu)
+    return data_term + noise_term, data_term, noise_term, accuracy
+
+
+def cnce_loss(log_phi_data, log_phi_noise):
+    """The cNCE loss for symmetric conditional noise, and the fraction of pairs ranked correctly.
+
+        G(x, y) = log phi(x) - log phi(y),
+        J       = 2 / kappa sum_k E_x[ log(1 + exp(-G(x, y_k))) ] = 2 E_{x, k}[ softplus(-G(x, y_k)) ].
+
+    log Z cancels in G, so the model needs no c. softplus(-G) is finite for every finite G, so J stays
+    finite when phi(x) or phi(y) underflow.
 
     Args:
-      energy: the Keras layer; its trainable weights are the model's.
-      objective: "nce", "cnce", "ssm" or "cd".
-      noise: NCE's normalised noise, a tfp distribution over [D] (default: set by `adapt(x)` to a
-        Gaussian with x's mean and covariance).
-      nu: NCE's noise-to-data ratio.
-      epsilon: cNCE's noise scale.
-      langevin_steps, step_size: CD's negatives.
-      seed: seed of every noise draw (stateless, one stream per step).
-
-    After `fit`, `log_z` is NCE's estimate of log Z (-c); the other objectives leave c at 0.
+      log_phi_data: [B] log phi(x).
+      log_phi_noise: [kappa, B] log phi(y_k) for the noise y_k = x + epsilon u_k paired with x.
     """
+    g = log_phi_data[None, :] - log_phi_noise
+    return 2.0 * tf.reduce_mean(tf.math.softplus(-g)), tf.reduce_mean(tf.cast(g > 0, g.dtype))
 
-    def __init__(self, energy, objective, noise=None, nu=10.0, epsilon=0.1, langevin_steps=20, step_size=0.01,
-                 seed=0, **kwargs):
-        super().__init__(**kwargs)
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
-        for name, value in (("nu", nu), ("epsilon", epsilon), ("step_size", step_size)):
-            if not float(value) > 0:
-                raise ValueError(f"{name} must be > 0; got {value!r}")
-        if int(langevin_steps) < 1:
-            raise ValueError(f"langevin_steps must be >= 1; got {langevin_steps!r}")
-        self.energy, self.objective, self.noise = energy, objective, noise
-        self.nu, self.epsilon = float(nu), float(epsilon)
-        self.langevin_steps, self.step_size = int(langevin_steps), float(step_size)
-        self.c = self.add_weight(name="c", shape=(), initializer="zeros", trainable=objective == "nce")
-        self.step_seed = tf.Variable([int(seed), 0], dtype=tf.int64, trainable=False, name="step_seed")
-        self.loss_tracker = keras.metrics.Mean(name="loss")
 
-    def adapt(self, x):
-        """NCE's default noise: N(mean of x, covariance of x + 1e-6 I)."""
-        from energy_models.ais import base_gaussian
-        from energy_models.whitening import mean_and_covariance
+def score_matching_loss(residual_scores, trace):
+    """Hyvarinen's score-matching loss from the scores and the trace of Lambda.
 
-        mean, covariance = mean_and_covariance(x)
-        self.noise = base_gaussian(mean, covariance + 1e-6 * np.eye(len(mean)))
-        return self
+        J(Lambda) = E[ ||grad_x log p(x)||^2 / 2 + laplacian_x log p(x) ]
+                  = E[ ||Lambda (x - mu)||^2 / 2 ] - tr(Lambda),
 
-    @property
-    def log_z(self):
-        return -float(self.c.numpy())
+    Args:
+      residual_scores: [B, D], Lambda (x - mu) (minus the score).
+      trace: tr(Lambda).
 
-    def call(self, x):
-        return self.energy(x)
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker]
-
-    def _next_seed(self):
-        seed = tf.cast(self.step_seed, tf.int32)
-        self.step_seed.assign_add(tf.constant([0, 1], tf.int64))
-        return seed
-
-    def objective_loss(self, x):
-        """The objective at batch x (differentiable with respect to the energy's weights and log_z)."""
-        seed = self._next_seed()
-        if self.objective == "nce":
-            if self.noise is None:
-                raise ValueError("objective 'nce' needs a noise distribution: pass noise= or call adapt(x) first")
-            y = tf.cast(self.noise.sample(tf.shape(x)[0] * int(self.nu), seed=seed), x.dtype)
-            return nce_loss(self.energy(x), self.noise.log_prob(x), self.energy(y), self.noise.log_prob(y),
-                            self.c, self.nu)[0]
-        if self.objective == "cnce":
-            y = x + self.epsilon * tf.random.stateless_normal(tf.shape(x), seed)
-            return cnce_loss(self.energy(x), self.energy(y)[None])[0]
-        if self.objective == "ssm":
-            return sliced_score_matching_loss(self.energy, x, tf.random.stateless_normal(tf.shape(x), seed))
-        negatives = langevin_negatives(self.energy, x, self.langevin_steps, self.step_size, seed)
-        return contrastive_divergence_loss(self.energy(x), self.energy(negatives))
-
-    def train_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            loss = self.objective_loss(x)
-        weights = self.trainable_weights
-        self.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
-        self.loss_tracker.update_state(loss)
-        return {"loss": self.loss_tracker.result()}
+    Returns:
+      (J, the squared-score term, the Laplacian term -tr(Lambda)).
+    """
+    squared = 0.5 * tf.reduce_mean(tf.reduce_sum(tf.square(residual_scores), axis=-1))
+    return squared - trace, squared, -trace

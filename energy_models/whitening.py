@@ -46,7 +46,7 @@ def mean_and_covariance(x, chunk_size: int = 8192) -> tuple[np.ndarray, np.ndarr
 def _check_epsilon(epsilon) -> float:
     if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float, np.floating, np.integer)) \
             or not math.isfinite(epsilon) or epsilon <= 0:
-        raise UserError(f"whitening epsilon (--whiten-epsilon) must be a positive number, got {epsilon!r}; "
+        raise UserError(f"whitening epsilon must be a positive number, got {epsilon!r}; "
                         "pass e.g. 1e-3 (it is added to every covariance eigenvalue)")
     return float(epsilon)
 

@@ -20,7 +20,7 @@ def tfds_data_dir():
 
 
 def checkpoint_arrays(path):
-    """{name: array} of every dataset in a Keras weights file (a checkpoint of `energy_models.checkpoints`)."""
+    """{name: array} of every dataset in a Keras weights file (a checkpoint of `energy_models.training.checkpoints`)."""
     import h5py
 
     out = {}

@@ -18,27 +18,29 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-from energy_models import distribute  # noqa: E402
 from energy_models.data.arrays import ArrayData  # noqa: E402
 from energy_models.data.batches import epoch_batches  # noqa: E402
 from energy_models.experiments import dem, gaussian  # noqa: E402
+from energy_models.experiments.dem_config import DEMConfig
+from energy_models.experiments.gaussian_config import GaussianConfig
+from energy_models.training import distribute  # noqa: E402
 
 
 def score_matching(strategy, out):
     """Score matching has no randomness in its step: one device and two replicas must agree exactly."""
-    from energy_models.estimators.score_matching import fit_score_matching
-    from energy_models.gaussian import GridGaussian
+    from energy_models.gaussian.model import GridGaussian
+    from energy_models.gaussian.score_matching import fit_score_matching
 
     rng = np.random.default_rng(0)
     x = (rng.random((640, 784)) + 0.3 * rng.standard_normal((640, 784))).astype(np.float32)
     data = ArrayData(x[:512], x[512:])
-    config = gaussian.GaussianConfig(estimator="sm", epochs=2, batch_size=128, learning_rate=0.01,
+    config = GaussianConfig(estimator="sm", epochs=2, batch_size=128, learning_rate=0.01,
                                      run_dir=str(out), export_dir=str(out / "model")).resolve()
     target = GridGaussian(28, 28, 4)
     with strategy.scope():
         extras = fit_score_matching(config, data, target, tf.summary.create_noop_writer())
     assert extras["steps"] == 8
-    start = np.diag(1.0 / np.diag(data.covariance()))  # The moment-matched start (common.py).
+    start = np.diag(1.0 / np.diag(data.covariance()))  # The moment-matched start (`energy_models.gaussian.trainable`).
     return {"precision": (start, target.precision_dense())}
 
 
@@ -48,7 +50,7 @@ def deep_energy_model(strategy, out):
     without the 1/R scaling, or chains not split per replica, differs by orders of magnitude more."""
     rng = np.random.default_rng(1)
     x = rng.random((256, 784)).astype(np.float32)
-    config = dem.DEMConfig(whiten="none", method="cd", mcmc="langevin", mcmc_steps=2, step_size=1e-10, hidden=8,
+    config = DEMConfig(whiten="none", method="cd", mcmc="langevin", mcmc_steps=2, step_size=1e-10, hidden=8,
                            latents=8, batch_size=64, optimizer="sgd", learning_rate=0.05,
                            z_sampling="mean").resolve()
     with strategy.scope():
@@ -66,11 +68,11 @@ def end_to_end(out):
 
     result = {}
     if os.environ.get("TFDS_DATA_DIR"):
-        metrics = gaussian.train_and_evaluate(gaussian.GaussianConfig(
+        metrics = gaussian.train_and_evaluate(GaussianConfig(
             estimator="sm", distribute="mirrored", limit=1000, epochs=1, batch_size=100,
             run_dir=str(out / "gaussian"), export_dir=str(out / "gaussian_model")))
         result["gaussian"] = {"replicas": metrics["replicas"], "test_log_likelihood": metrics["test_log_likelihood"]}
-    metrics = dem.train_and_evaluate(dem.DEMConfig(
+    metrics = dem.train_and_evaluate(DEMConfig(
         images=os.environ.get("ENERGY_MODELS_TEST_PHOTOS"), num_patches=1200, distribute="mirrored", method="cd",
         mcmc_steps=1, hidden=8, latents=8, epochs=1, batch_size=64, sample_sweeps=1,
         run_dir=str(out / "dem"), export_dir=str(out / "dem_model")))

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from energy_models import ais
-from energy_models.mcmc_health import RHAT_THRESHOLD
+from energy_models.evaluation import ais
+from energy_models.evaluation.mcmc_health import RHAT_THRESHOLD
 
 
 def test_forward_and_reverse_ais_on_a_gaussian_with_known_log_z():
@@ -91,11 +91,12 @@ def test_ais_recovers_log_z_of_a_deep_energy_model_with_v_zero(tmp_path, capsys)
     is a different Gaussian, so the annealing has real work to do."""
     import json
 
-    from energy_models import export
-    from energy_models.estimators.contrastive_divergence import ContrastiveDivergence
-    from energy_models.export_dem import DEMModule
-    from energy_models.gaussian import GridGaussian
-    from energy_models.layers.dem_energy import DEMEnergy
+    from energy_models import savedmodel
+    from energy_models.dem.contrastive_divergence import ContrastiveDivergence
+    from energy_models.dem.energy import DEMEnergy
+    from energy_models.dem.export import DEMModule
+    from energy_models.gaussian import export
+    from energy_models.gaussian.model import GridGaussian
     from train import _cli
     from train import score as score_cli
 
@@ -112,12 +113,12 @@ def test_ais_recovers_log_z_of_a_deep_energy_model_with_v_zero(tmp_path, capsys)
     constant = np.sum(np.logaddexp(0.0, 0.5 * np.asarray(energy.W, np.float64).sum(1)
                                    + np.asarray(energy.c, np.float64)))
     true = d / 2 * np.log(2 * np.pi * sigma ** 2) + sigma ** 2 * np.sum(b ** 2) / 2 + constant
-    dem_dir = export.save_atomically(
+    dem_dir = savedmodel.save_atomically(
         DEMModule(model, sigma ** 2 * b, sigma * np.eye(d), {"name": "v0"}, sample_sweeps=2), tmp_path / "dem")
     # The base: the right mean but twice the variance (KL ~ 120 nats), exported like any project Gaussian.
     base = GridGaussian(28, 28, 4, diagonal_init=50.0)
     base.set_mean(sigma ** 2 * b)
-    base_dir = export.save_atomically(export.gaussian_module(base, {}), tmp_path / "base")
+    base_dir = savedmodel.save_atomically(export.gaussian_module(base, {}), tmp_path / "base")
     code = _cli.run_main(score_cli.main, [
         "--model", dem_dir, "--ais-steps", "300", "--ais-chains", "32", "--ais-step-size", "0.005",
         "--gaussian-samples", base_dir, "--json", str(tmp_path / "a.json"), "--figures-dir", str(tmp_path)])

@@ -226,7 +226,8 @@ def test_a_failing_model_write_is_one_line_and_keeps_the_old_model(finished_copy
     """The same without a mount: TensorFlow's writer raising what it raises on a full disk."""
     import tensorflow as tf
 
-    from energy_models import export
+    from energy_models import savedmodel
+    from energy_models.gaussian import export
 
     run, model = finished_copy
     before = snapshot(model)
@@ -234,12 +235,12 @@ def test_a_failing_model_write_is_one_line_and_keeps_the_old_model(finished_copy
     def full(module, path, *args, **kwargs):
         raise tf.errors.ResourceExhaustedError(None, None, f"{path}/variables; No space left on device")
 
-    monkeypatch.setattr(export.tf.saved_model, "save", full)
+    monkeypatch.setattr(savedmodel.tf.saved_model, "save", full)
     module = export.GaussianModule(np.zeros(4), np.eye(4), {})
-    with pytest.raises(export.UserError, match=r"cannot write the SavedModel .*model \(ResourceExhaustedError: "
+    with pytest.raises(savedmodel.UserError, match=r"cannot write the SavedModel .*model \(ResourceExhaustedError: "
                                                r".*No space left on device\); free space or choose another "
                                                r"--export-dir; the model there is unchanged"):
-        export.save_atomically(module, model, overwrite=True)
+        savedmodel.save_atomically(module, model, overwrite=True)
     assert snapshot(model) == before and sorted(p.name for p in model.parent.iterdir()) == ["model", "run"]
 
 
@@ -318,15 +319,15 @@ def test_an_oversized_request_is_refused_in_one_line_before_allocating(tmp_path,
 
 def test_a_json_write_on_a_full_disk_is_one_line_and_keeps_the_old_file(tmpfs):
     """metrics.json, config.json and score --json on a full file system (a real 8 KB tmpfs)."""
-    from energy_models import rundir
+    from energy_models import files
     from energy_models.errors import UserError
 
     disk = tmpfs("8k")
     path = disk / "metrics.json"
-    rundir.write_json_atomically(path, {"seconds": 1.0})
+    files.write_json_atomically(path, {"seconds": 1.0})
     before = snapshot(disk)
     with pytest.raises(UserError) as raised:
-        rundir.write_json_atomically(path, {"x": "y" * 50_000})
+        files.write_json_atomically(path, {"x": "y" * 50_000})
     assert str(raised.value) == (f"cannot write {path} (No space left on device); free space on that disk or "
                                  "choose another folder")
     assert snapshot(disk) == before  # The old file, and no temporary left behind.

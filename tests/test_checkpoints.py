@@ -11,9 +11,9 @@ import keras
 import numpy as np
 import pytest
 
-from energy_models.checkpoints import DivergenceGuard, TrainingCheckpoint
 from energy_models.data.batches import epoch_batches
 from energy_models.errors import UserError
+from energy_models.training.checkpoints import DivergenceGuard, TrainingCheckpoint
 from tests.conftest import ROOT, checkpoint_arrays
 
 
@@ -134,7 +134,7 @@ def test_gaussian_trainer_killed_after_a_checkpoint_resumes_to_the_uninterrupted
     checkpoint; the same command run again restores the finished rounds, resumes round 2 and ends with
     the parameters of a run that was never interrupted (same seed)."""
     from energy_models.experiments import gaussian
-
+    from energy_models.experiments.gaussian_config import GaussianConfig
     from train import gaussian as cli
     from train._cli import run_main
 
@@ -157,7 +157,7 @@ def test_gaussian_trainer_killed_after_a_checkpoint_resumes_to_the_uninterrupted
     resumed = json.loads((killed_run / "metrics.json").read_text())
     assert resumed["resumed_from_epoch"] >= 5  # In round 2, not from its start.
 
-    reference = gaussian.train_and_evaluate(gaussian.GaussianConfig(
+    reference = gaussian.train_and_evaluate(GaussianConfig(
         **vars(_parser().parse_args(_train_gaussian_argv(tmp_path / "ref", tmp_path / "ref_model")))))
     a = checkpoint_arrays(killed_run / "checkpoints" / "round-2" / "epoch-000007.weights.h5")
     b = checkpoint_arrays(tmp_path / "ref" / "checkpoints" / "round-2" / "epoch-000007.weights.h5")
@@ -172,14 +172,14 @@ def test_gaussian_trainer_killed_after_a_checkpoint_resumes_to_the_uninterrupted
 
 
 def _parser():
-    from energy_models.experiments.gaussian import GaussianConfig
+    from energy_models.experiments.gaussian_config import GaussianConfig
     from train._cli import parser_for
 
     return parser_for(GaussianConfig, "train.gaussian", "")
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path, tfds_data_dir):
-    from energy_models import rundir
+    from energy_models.experiments import rundir
 
     run = tmp_path / "run"
     rundir.start_or_resume(run, {"epochs": 4, "estimator": "nce"})
@@ -196,7 +196,7 @@ def test_resuming_with_other_settings_is_refused(tmp_path, tfds_data_dir):
 def test_a_run_from_before_a_new_flag_resumes_at_the_flags_default(tmp_path):
     """config.json without a setting (the flag came later) resumes when the setting is at its default,
     and is refused with the setting's name when it is not."""
-    from energy_models import rundir
+    from energy_models.experiments import rundir
 
     run = tmp_path / "run"
     rundir.start_or_resume(run, {"epochs": 4})
@@ -231,10 +231,11 @@ def test_gaussian_trainer_that_diverges_stops_with_the_message_and_keeps_the_che
 
 _EXPORT_SCRIPT = """
 import sys
-from energy_models import export
-from energy_models.gaussian import GridGaussian
+from energy_models import savedmodel
+from energy_models.gaussian import export
+from energy_models.gaussian.model import GridGaussian
 model = GridGaussian(28, 28, 8)
-export.save_atomically(export.gaussian_module(model, {}), sys.argv[1])
+savedmodel.save_atomically(export.gaussian_module(model, {}), sys.argv[1])
 """
 
 
@@ -271,7 +272,7 @@ def test_a_kill_during_export_leaves_no_directory_that_loads_as_a_model(tmp_path
 def test_a_run_folder_with_a_killed_writers_temporary_is_still_recognised(tmp_path):
     """What a kill leaves in a run folder (a writer's temporary file) is the run's own, not the user's; the
     refusal of foreign files (which --overwrite does not lift) is not triggered by it."""
-    from energy_models import rundir
+    from energy_models.experiments import rundir
 
     run = tmp_path / "run"
     rundir.start_or_resume(run, {"epochs": 4})

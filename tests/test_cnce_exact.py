@@ -1,12 +1,11 @@
-"""cNCE's constrained optimum on fixed pairs (`energy_models.estimators.cnce_exact`)."""
+"""cNCE's constrained optimum on fixed pairs (`energy_models.gaussian.cnce_optimum`)."""
 
 import numpy as np
 import pytest
 
-from energy_models import grid
-from energy_models.estimators.cnce_exact import (cnce_constrained_optimum, cnce_features,
-                                                 cnce_objective)
-from energy_models.gaussian import GridGaussian
+from energy_models.gaussian.cnce_optimum import cnce_constrained_optimum, cnce_features, cnce_objective
+from energy_models.gaussian.model import GridGaussian
+from energy_models.linalg import grid
 
 
 def _pairs(n=20_000, epsilon=0.3, seed=0):

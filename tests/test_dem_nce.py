@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from energy_models.estimators.dem_nce import DEMNoiseContrastive
-from energy_models.layers.dem_energy import DEMEnergy, softplus
+from energy_models.dem.energy import DEMEnergy, softplus
+from energy_models.dem.nce import DEMNoiseContrastive
 
 
 def analytic_log_z(energy, dim):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from energy_models.dem.energy import DEMEnergy, unnormalized_log_prob
+from energy_models.dem.score_matching import DEMScoreMatching, laplacian, score
 from energy_models.errors import UserError
-from energy_models.estimators.dem_score_matching import DEMScoreMatching, laplacian, score
 from energy_models.experiments import dem
-from energy_models.layers import DEMEnergy
-from energy_models.layers.dem_energy import unnormalized_log_prob
+from energy_models.experiments.dem_config import DEMConfig
 from train import _cli
 
 
@@ -64,7 +64,7 @@ def test_score_matching_of_the_gaussian_special_case_recovers_its_mean(noise_std
     x = (mean + 0.6 * rng.standard_normal((4096, dim))).astype(np.float32)
     keras.utils.set_random_seed(0)
     energy = DEMEnergy(4, 4, sigma=sigma)
-    model = DEMScoreMatching(energy, noise_std=noise_std, dim=dim, num_chains=256)
+    model = DEMScoreMatching(energy, noise_std=noise_std, dim=dim)
     energy.V.assign(np.zeros((4, dim), np.float32))
     energy.V.trainable = False
     # Cosine decay: the denoising gradient is noisy, and a constant rate would leave b jittering by ~0.05.
@@ -82,7 +82,7 @@ def test_exact_score_matching_learns_sigma_of_the_gaussian_special_case():
     x = (mean + 0.6 * rng.standard_normal((4096, dim))).astype(np.float32)
     keras.utils.set_random_seed(0)
     energy = DEMEnergy(4, 4, sigma=1.0, learn_sigma=True)
-    model = DEMScoreMatching(energy, noise_std=0.0, dim=dim, num_chains=256)
+    model = DEMScoreMatching(energy, noise_std=0.0, dim=dim)
     energy.V.assign(np.zeros((4, dim), np.float32))
     energy.V.trainable = False
     model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(0.05, 16 * 40)))
@@ -93,8 +93,8 @@ def test_exact_score_matching_learns_sigma_of_the_gaussian_special_case():
 
 
 def _resolved(flags):
-    args = _cli.parser_for(dem.DEMConfig, "train.dem", "").parse_args(flags)
-    return dem.DEMConfig(**vars(args)).resolve()
+    args = _cli.parser_for(DEMConfig, "train.dem", "").parse_args(flags)
+    return DEMConfig(**vars(args)).resolve()
 
 
 def test_defaults_are_per_method(tmp_path):
@@ -135,7 +135,7 @@ def test_unknown_method_is_one_argparse_line(capsys):
 
 
 def test_more_components_than_pixels_is_one_line(tmp_path):
-    config = dem.DEMConfig(whiten="zca", whiten_components=1000, run_dir=str(tmp_path / "r")).resolve()
+    config = DEMConfig(whiten="zca", whiten_components=1000, run_dir=str(tmp_path / "r")).resolve()
     x = np.random.default_rng(0).random((300, 784), dtype=np.float32)
     with pytest.raises(UserError, match="--whiten-components 1000 is more than the 784 pixels"):
         dem.build_model(config, x, dem.make_whitening(config, x, None))
@@ -144,15 +144,15 @@ def test_more_components_than_pixels_is_one_line(tmp_path):
 @pytest.fixture(scope="module")
 def dsm_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("dsm")
-    config = dem.DEMConfig(images=os.environ.get("ENERGY_MODELS_TEST_PHOTOS"), num_patches=3000, hidden=16,
+    config = DEMConfig(images=os.environ.get("ENERGY_MODELS_TEST_PHOTOS"), num_patches=3000, hidden=16,
                            latents=16, epochs=3, whiten_components=40, sample_sweeps=3,
                            run_dir=str(root / "run"), export_dir=str(root / "model"))
     return config, dem.train_and_evaluate(config)
 
 
 def test_dsm_run_reports_filters_and_exports_what_it_trained(dsm_run):
-    from energy_models.checkpoints import TrainingCheckpoint
-    from energy_models.data.patches import load_patch_set
+    from energy_models.data.patch_files import load_patch_set
+    from energy_models.training.checkpoints import TrainingCheckpoint
 
     config, metrics = dsm_run
     assert metrics["method"] == "dsm" and metrics["whiten_components"] == 40 and metrics["g_bias"] is True
@@ -176,12 +176,12 @@ def test_dsm_run_reports_filters_and_exports_what_it_trained(dsm_run):
     module = tf.saved_model.load(config.export_dir)
     # A fresh model restored from the last checkpoint (basis included) scores as the export does.
     gaussian = dem.FittedGaussian.grid(patch_set.train)
-    fresh_config = dem.DEMConfig(**{**config.__dict__, "seed": 7})
+    fresh_config = DEMConfig(**{**config.__dict__, "seed": 7})
     model = dem.build_model(fresh_config, patch_set.train, dem.make_whitening(fresh_config, patch_set.train,
                                                                               gaussian), gaussian)
     model.energy.set_basis(np.zeros(model.energy.basis.shape))  # The checkpoint must restore it.
     assert TrainingCheckpoint(os.path.join(config.run_dir, "checkpoints"), 1).restore(model) == config.epochs
-    np.testing.assert_allclose(module.unnormalized_log_prob(heldout).numpy(), model.score_samples(heldout),
+    np.testing.assert_allclose(module.unnormalized_log_prob(heldout).numpy(), model.unnormalized_log_prob(heldout),
                                rtol=2e-5)
     V = np.asarray(model.energy.effective_V)
     assert np.linalg.matrix_rank(V @ np.asarray(model.whitening.matrix).T) <= 40 < 784

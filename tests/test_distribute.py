@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from energy_models import distribute
 from energy_models.errors import UserError
+from energy_models.training import distribute
 from tests.conftest import ROOT, checkpoint_arrays
 
 
@@ -101,7 +101,7 @@ def test_multiworker_without_a_usable_tf_config_is_one_line(monkeypatch, tf_conf
 
 
 def test_unknown_strategy_and_mle_with_a_strategy_are_refused():
-    from energy_models.experiments.gaussian import GaussianConfig
+    from energy_models.experiments.gaussian_config import GaussianConfig
 
     with pytest.raises(UserError, match="--distribute must be one of none, mirrored, multiworker, got tpu"):
         distribute.strategy_for("tpu")

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from energy_models.data.patches import PatchSet
-from energy_models.experiments.gaussian import GaussianConfig, train_and_evaluate
-from energy_models.grid import grid_pattern
+from energy_models.experiments.gaussian import train_and_evaluate
+from energy_models.experiments.gaussian_config import GaussianConfig
+from energy_models.linalg.grid import grid_pattern
 
 N_TRAIN, N_HELDOUT = 30_000, 5_000
 
@@ -108,7 +109,7 @@ def test_nce_defaults_recover_an_8_neighbour_gaussian(known8, tmp_path):
     MLE's 721.58; Lambda 7.2% from the truth, the MLE 1.5%), log Z within 1 nat of the analytic value of
     its own Lambda (measured -0.87) and within 3.5 of the true one (measured -2.9). Score matching alone
     ends at 721.56 here; each NCE round loses a little (721.12, 720.30), and a third lost 4.4 nats."""
-    from energy_models.data.patches import load_patch_set
+    from energy_models.data.patch_files import load_patch_set
 
     metrics, distance = fit(known8, tmp_path, estimator="nce", neighbourhood=8)
     held = load_patch_set(str(known8[0])).heldout.astype(np.float64) - 0.5

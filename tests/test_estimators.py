@@ -8,13 +8,16 @@ import tensorflow as tf
 from scipy import stats
 
 from energy_models.errors import UserError
-from energy_models.estimators import common
-from energy_models.estimators.cnce import CNCEGaussian, choose_epsilon
-from energy_models.estimators.mle import fit_grid_mle
-from energy_models.estimators.nce import NCEGaussian, nce_loss
-from energy_models.estimators.score_matching import ScoreMatchingGaussian, score_matching_optimum
-from energy_models.experiments.gaussian import GaussianConfig
-from energy_models.gaussian import GridGaussian
+from energy_models.experiments.gaussian_config import GaussianConfig
+from energy_models.gaussian import pd_guard
+from energy_models.gaussian.cnce import CNCEGaussian, choose_epsilon
+from energy_models.gaussian.mle import fit_grid_mle
+from energy_models.gaussian.model import GridGaussian
+from energy_models.gaussian.nce import NCEGaussian
+from energy_models.gaussian.score_matching import ScoreMatchingGaussian
+from energy_models.gaussian.sm_optimum import score_matching_optimum
+from energy_models.objectives import nce_loss
+from energy_models.training.optimizers import make_optimizer
 
 H = W = 6
 N = 20_000
@@ -48,8 +51,8 @@ def train(estimator, x, mean, epochs, lr=0.05, batch=500, start_c=False):
     if start_c:
         estimator.set_c(-estimator.log_normalizer())
     steps = epochs * (len(x) // batch)
-    estimator.compile(optimizer=common.make_optimizer("adam", lr, steps))
-    guard = common.PositiveDefiniteGuard(floor=1e-2, every=10)
+    estimator.compile(optimizer=make_optimizer("adam", lr, steps))
+    guard = pd_guard.PositiveDefiniteGuard(floor=1e-2, every=10)
     estimator.fit(x, batch_size=batch, epochs=epochs, verbose=0, shuffle=True, callbacks=[guard])
     return estimator
 
@@ -194,7 +197,7 @@ def test_ensure_positive_definite_shifts_an_indefinite_precision():
     model.precision_layer.set_precision(np.ones((2, 2)), np.full((2, 2, 2), 2.0))
     couplings = np.asarray(model.precision_layer.couplings)
     assert model.smallest_eigenvalue() < 0
-    assert common.ensure_positive_definite(model, 0.05) > 0
+    assert pd_guard.ensure_positive_definite(model, 0.05) > 0
     assert 0.05 <= model.smallest_eigenvalue() < 0.06
     np.testing.assert_array_equal(np.asarray(model.precision_layer.couplings), couplings)
 
@@ -204,7 +207,7 @@ def test_pd_guard_backtracks_the_step_and_keeps_the_learning_rate():
     model.precision_layer.set_dense(tiny_lambda().precision_dense())
     model.compile(optimizer=keras.optimizers.Adam(0.1))
     good = model.precision_dense()
-    guard = common.PositiveDefiniteGuard(floor=0.05, every=1, mode="backtrack")
+    guard = pd_guard.PositiveDefiniteGuard(floor=0.05, every=1, mode="backtrack")
     guard.set_model(model)
     guard.on_train_begin()
     bad_couplings = np.full((2, 2, 2), 5.0, np.float32)
@@ -226,7 +229,7 @@ def test_pd_guard_backtracks_the_step_and_keeps_the_learning_rate():
 def test_pd_guard_projects_a_bad_step_onto_the_boundary():
     model = ScoreMatchingGaussian(4, 4, 4)
     model.compile(optimizer=keras.optimizers.SGD(0.1))  # SGD: the projection metric is Euclidean.
-    guard = common.PositiveDefiniteGuard(floor=0.05, every=1)
+    guard = pd_guard.PositiveDefiniteGuard(floor=0.05, every=1)
     guard.set_model(model)
     guard.on_train_begin()  # Lambda~ = I: feasible.
     model.precision_layer.couplings.assign(np.full((2, 4, 4), -0.4, np.float32))  # lambda_min < 0.
@@ -243,15 +246,15 @@ def test_pd_guard_tests_the_standardised_precision():
     model.set_scales([100.0, 100.0, 100.0, 100.0])  # Lambda = Lambda~ / 100: lambda_min 0.01 * that.
     model.precision_layer.set_dense(tiny_lambda().precision_dense())
     smallest = np.linalg.eigvalsh(tiny_lambda().precision_dense())[0]
-    assert common.is_positive_definite(model, 0.9 * smallest)
-    assert not common.is_positive_definite(model, 1.1 * smallest)
+    assert pd_guard.is_positive_definite(model, 0.9 * smallest)
+    assert not pd_guard.is_positive_definite(model, 1.1 * smallest)
     np.testing.assert_allclose(model.smallest_eigenvalue(), smallest / 100, rtol=1e-5)
 
 
 def test_pd_guard_leaves_a_pd_precision_alone():
     model = tiny_lambda()
     before = model.precision_dense()
-    assert common.ensure_positive_definite(model, 0.01) == 0.0
+    assert pd_guard.ensure_positive_definite(model, 0.01) == 0.0
     np.testing.assert_array_equal(model.precision_dense(), before)
 
 
@@ -272,7 +275,8 @@ def test_balanced_c_makes_the_nce_loss_stationary_in_c(well_specified):
     """At balanced_c, dJ/dc = 0 on the same rows and noise draws (checked by autodiff)."""
     import tensorflow as tf
 
-    from energy_models.estimators.nce import balanced_c, nce_loss
+    from energy_models.gaussian.nce import balanced_c
+    from energy_models.objectives import nce_loss
 
     x, mean, s, _ = well_specified
     model = NCEGaussian(H, W, 4, nu=3.0, noise="diagonal", seed=1)
@@ -296,16 +300,17 @@ def test_balanced_c_makes_the_nce_loss_stationary_in_c(well_specified):
 
 def test_noise_model_gives_the_saved_gaussians_covariance_and_bad_models_one_line(tmp_path):
     """--noise-model: NCE's full noise takes Lambda^-1 of a Gaussian SavedModel; other folders are refused."""
-    from energy_models import export
+    from energy_models import savedmodel
     from energy_models.data.arrays import ArrayData
-    from energy_models.estimators.nce import noise_covariance
-    from energy_models.gaussian import GridGaussian
+    from energy_models.gaussian import export
+    from energy_models.gaussian.model import GridGaussian
+    from energy_models.gaussian.nce import noise_covariance
 
     model = GridGaussian(28, 28, 4)
     diag = np.linspace(20.0, 40.0, 784).reshape(28, 28).astype(np.float32)
     couplings = np.full((2, 28, 28), -3.0, np.float32)
     model.precision_layer.set_precision(diag, couplings)
-    export.save_atomically(export.gaussian_module(model, {}), tmp_path / "gaussian")
+    savedmodel.save_atomically(export.gaussian_module(model, {}), tmp_path / "gaussian")
     data = ArrayData(np.random.default_rng(0).random((50, 784)).astype(np.float32),
                      np.zeros((5, 784), np.float32))
     config = GaussianConfig(estimator="nce", noise="full", noise_model=str(tmp_path / "gaussian")).resolve()

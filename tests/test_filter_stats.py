@@ -4,7 +4,7 @@ Gaussian, Laplace and mixed responses, and the summary's ratio."""
 import numpy as np
 import pytest
 
-from energy_models import filter_stats
+from energy_models.evaluation import filter_stats
 
 
 def test_localisation_of_random_rows_is_the_top_decile_share_of_chi_square_one():

@@ -1,4 +1,4 @@
-"""`energy_models.fit.fit_grid_gaussian`: a grid Gaussian fitted to an array from Python, against the exact
+"""`energy_models.experiments.fit.fit_grid_gaussian`: a grid Gaussian fitted to an array from Python, against the exact
 optimum and a known model; wrong arguments get a ValueError that names them."""
 
 import dataclasses
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import energy_models
-from energy_models import grid
-from energy_models.estimators.mle import fit_grid_mle
-from energy_models.experiments.gaussian import GaussianConfig
-from energy_models.fit import SETTINGS, fit_grid_gaussian
+from energy_models.experiments.fit import SETTINGS, fit_grid_gaussian
+from energy_models.experiments.gaussian_config import GaussianConfig
+from energy_models.gaussian.mle import fit_grid_mle
+from energy_models.linalg import grid
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_every_setting_is_a_trainer_setting():
 def test_deep_energy_model_on_an_array_returns_a_saved_model_that_scores_it(tmp_path):
     """A small run (8 x 8 rows from a smooth random field, 3 epochs): the returned SavedModel keeps the
     contract, states the rows' shape, and scores the held-out rows as the run's metrics say."""
-    from energy_models.fit import fit_deep_energy_model
+    from energy_models.experiments.fit import fit_deep_energy_model
 
     rng = np.random.default_rng(0)
     field = rng.normal(size=(3000, 12, 12)).cumsum(1).cumsum(2)[:, :8, :8]
@@ -102,9 +102,9 @@ def test_deep_energy_model_on_an_array_returns_a_saved_model_that_scores_it(tmp_
 
 def test_models_name_a_wrong_input_width():
     """Not TensorFlow's 'Matrix size-incompatible': the argument and both widths."""
-    from energy_models.estimators.contrastive_divergence import ContrastiveDivergence
-    from energy_models.gaussian import GridGaussian
-    from energy_models.layers.dem_energy import DEMEnergy
+    from energy_models.dem.contrastive_divergence import ContrastiveDivergence
+    from energy_models.dem.energy import DEMEnergy
+    from energy_models.gaussian.model import GridGaussian
 
     gaussian = GridGaussian(6, 8)
     dem = ContrastiveDivergence(DEMEnergy(4, 3, 1.0), dim=48, mcmc="mala", mcmc_steps=1, step_size=1e-3, seed=0)

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from energy_models import export
+from energy_models import savedmodel
 from energy_models.errors import NotPositiveDefiniteError, UserError
-from energy_models.gaussian import GridGaussian, checked_cholesky
+from energy_models.gaussian import export
+from energy_models.gaussian.model import GridGaussian
+from energy_models.linalg.positive_definite import checked_cholesky
 
 
 def fitted_model(height=4, width=5, neighbourhood=8, seed=0):
@@ -69,9 +71,9 @@ def test_export_target_holding_other_files_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     """Refused with and without --overwrite, which replaces only a SavedModel (issue 18, item 2)."""
     with pytest.raises(UserError, match=r"holds something other than a SavedModel \(notes.txt\); choose another"):
-        export.check_export_target(tmp_path)
+        savedmodel.check_export_target(tmp_path)
     with pytest.raises(UserError, match=r"--overwrite replaces only a SavedModel"):
-        export.check_export_target(tmp_path, overwrite=True)
+        savedmodel.check_export_target(tmp_path, overwrite=True)
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
@@ -95,7 +97,7 @@ print(json.dumps({"log_prob": m.log_prob(x).numpy().tolist(),
 
 def test_saved_model_in_fresh_process_matches_in_memory_model(tmp_path):
     model, lam = fitted_model()
-    path = export.save_atomically(export.gaussian_module(model, {"estimator": "test"}), tmp_path / "m")
+    path = savedmodel.save_atomically(export.gaussian_module(model, {"estimator": "test"}), tmp_path / "m")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # No temporary left behind.
     x = np.random.default_rng(5).uniform(0, 1, size=(8, 20)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
@@ -116,5 +118,5 @@ def test_saved_model_in_fresh_process_matches_in_memory_model(tmp_path):
     np.testing.assert_allclose(got["sample_cov"], sigma, atol=0.02)
     assert got["info"]["kind"] == "grid_gaussian" and got["info"]["estimator"] == "test"
     # Re-exporting over an existing SavedModel replaces it atomically.
-    export.save_atomically(export.gaussian_module(model, {"estimator": "again"}), tmp_path / "m")
+    savedmodel.save_atomically(export.gaussian_module(model, {"estimator": "again"}), tmp_path / "m")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["load.py", "m", "x.npy"]

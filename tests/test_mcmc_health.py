@@ -3,11 +3,10 @@ warning line, and the TensorBoard scalars of a train.dem run."""
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from energy_models import mcmc_health
-from energy_models.estimators.contrastive_divergence import ContrastiveDivergence
-from energy_models.layers.dem_energy import DEMEnergy
+from energy_models.dem.contrastive_divergence import ContrastiveDivergence
+from energy_models.dem.energy import DEMEnergy
+from energy_models.evaluation import mcmc_health
 
 
 def test_rhat_and_ess_of_independent_draws_and_of_stuck_chains():

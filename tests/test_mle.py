@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from energy_models import grid
-from energy_models.estimators.mle import fit_grid_mle
+from energy_models.gaussian.mle import fit_grid_mle
+from energy_models.linalg import grid
 
 
 def known_precision(pattern, rng):

@@ -4,10 +4,10 @@ Newton solver."""
 import numpy as np
 import pytest
 
-from energy_models import grid
-from energy_models.estimators import mle_newton_cg
-from energy_models.estimators.mle import fit_grid_mle
-from energy_models.estimators.mle_newton_cg import fit_grid_mle_newton_cg, pattern_covariance
+from energy_models.gaussian import mle_newton_cg
+from energy_models.gaussian.mle import fit_grid_mle
+from energy_models.gaussian.mle_newton_cg import fit_grid_mle_newton_cg, pattern_covariance
+from energy_models.linalg import grid
 from tests.test_mle import known_precision
 
 

@@ -1,4 +1,4 @@
-"""Mode search (energy_models.modes): L-BFGS reaches the mode of a badly conditioned Gaussian with log p
+"""Mode search (energy_models.evaluation.modes): L-BFGS reaches the mode of a badly conditioned Gaussian with log p
 rising at every iteration, where SGD at the old learning rate diverges; non-finite log p is one line.
 (train.score --modes end to end is in test_score.py.)"""
 
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from energy_models import figures, modes
+from energy_models import figures
 from energy_models.errors import UserError
-from energy_models.gaussian import GridGaussian
+from energy_models.evaluation import modes
+from energy_models.gaussian.model import GridGaussian
 
 
 def _ill_conditioned_gaussian(dim=100, largest=6000.0, seed=0):

@@ -1,10 +1,10 @@
-"""NCE's exact optimum on fixed samples (`energy_models.estimators.nce_exact`)."""
+"""NCE's exact optimum on fixed samples (`energy_models.gaussian.nce_optimum`)."""
 
 import numpy as np
 import pytest
 
-from energy_models import grid
-from energy_models.estimators.nce_exact import _objective, _pair_products, nce_optimum
+from energy_models.gaussian.nce_optimum import _objective, _pair_products, nce_optimum
+from energy_models.linalg import grid
 
 
 @pytest.mark.parametrize("neighbourhood", [4, 8])

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from energy_models.objectives import EnergyEstimator, sliced_score_matching_loss
+from energy_models.energy_estimator import EnergyEstimator
+from energy_models.objectives import sliced_score_matching_loss
 
 D = 3
 TRUE_PRECISION = np.array([[4.0, 1.5, 0.0], [1.5, 3.0, -1.0], [0.0, -1.0, 2.0]])

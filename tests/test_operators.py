@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from energy_models import grid
-from energy_models.layers import GridPrecision
-from energy_models.operators import LinearOperatorGridPrecision
+from energy_models.gaussian.layer import GridPrecision
+from energy_models.linalg import grid
+from energy_models.linalg.operators import LinearOperatorGridPrecision
 
 SHAPES = [(1, 5), (3, 4), (5, 5), (6, 3), (28, 28)]
 
@@ -116,7 +116,7 @@ def test_layer_rejects_wrong_width():
 
 
 def colour_dense(height, width, channels, neighbourhood, diag, couplings):
-    """Lambda of a colour grid written out entry by entry from the rules in `energy_models.grid`, with no
+    """Lambda of a colour grid written out entry by entry from the rules in `energy_models.linalg.grid`, with no
     use of its index bookkeeping: value (r, c, k) is row (r * W + c) * C + k; every channel k of a pixel is
     coupled to every channel k + dk of its 4/8 neighbours and to the other channels of the same pixel."""
     spatial = [(0, 1), (1, 0)] + ([(1, 1), (1, -1)] if neighbourhood == 8 else [])

@@ -12,8 +12,8 @@ from tests.conftest import ROOT
 
 
 def test_public_names_resolve_to_the_library_objects():
-    from energy_models.estimators.mle import fit_grid_mle
-    from energy_models.gaussian import GridGaussian
+    from energy_models.gaussian.mle import fit_grid_mle
+    from energy_models.gaussian.model import GridGaussian
 
     assert energy_models.GridGaussian is GridGaussian and energy_models.fit_grid_mle is fit_grid_mle
     for name in energy_models.__all__:
@@ -41,7 +41,7 @@ def test_the_wheel_installs_and_imports_outside_the_checkout(tmp_path):
                     str(source)], check=True, cwd=tmp_path)
     (wheel,) = wheels.glob("energy_models-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "energy_models/estimators/mle_newton_cg.py" in names and "energy_models/data/patches.py" in names
+    assert "energy_models/gaussian/mle_newton_cg.py" in names and "energy_models/data/patches.py" in names
     assert not any(n.startswith(("tests/", "train/", "bench/")) for n in names)
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
                    check=True)

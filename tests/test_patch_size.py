@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from energy_models import export, scoring
-from energy_models.data.patches import PATCH_FILE_FORMAT, load_patch_set, parse_patch_size
+from energy_models import savedmodel
+from energy_models.data.patch_files import load_patch_set
+from energy_models.data.patch_size import parse_patch_size
+from energy_models.data.patches import PATCH_FILE_FORMAT
 from energy_models.errors import UserError
+from energy_models.gaussian import export
 from tests.conftest import ROOT
 from train import _cli
 from train import dem as dem_cli
@@ -94,7 +97,7 @@ def test_mle_on_12x16_patches_is_the_exact_optimum_of_their_grid(gaussian12x16):
 
 
 def test_mle_above_the_dense_limit_is_the_exact_optimum_by_block_newton_cg(tmp_path_factory):
-    from energy_models.experiments.gaussian import DENSE_MLE_MAX_DIM
+    from energy_models.gaussian.fits import DENSE_MLE_MAX_DIM
 
     assert 32 * 36 > DENSE_MLE_MAX_DIM  # so train.gaussian uses estimators.mle_newton_cg
     run_dir, model_dir = exact_mle(tmp_path_factory.mktemp("p32x36"), "run", "32x36")
@@ -212,8 +215,8 @@ def test_models_and_patch_files_saved_before_sizes_were_stated(tmp_path, capsys)
     without height, width and channels holds patch_size x patch_size grayscale patches."""
     rng = np.random.default_rng(0)
     old = export.GaussianModule(np.full(784, 0.5), 100 * np.eye(784), {"kind": "grid_gaussian", "estimator": "old"})
-    old_dir = export.save_atomically(old, tmp_path / "old")
-    loaded = scoring.load_model(old_dir)
+    old_dir = savedmodel.save_atomically(old, tmp_path / "old")
+    loaded = savedmodel.load_model(old_dir)
     assert loaded.shape == (28, 28, 1) and loaded.dim == 784 and "height" not in loaded.info
     np.save(tmp_path / "x.npy", np.full((10, 784), 0.5, np.float32))
     argv = ["--model", old_dir, "--patches", str(tmp_path / "x.npy"), "--json", str(tmp_path / "s.json"),
@@ -237,9 +240,9 @@ def test_models_and_patch_files_saved_before_sizes_were_stated(tmp_path, capsys)
                        ({"kind": "grid_gaussian", "height": 10, "width": 10, "channels": 1},
                         "states 10x10x1 patches (D = 100) in info()")):
         bad = export.GaussianModule(np.zeros(64), np.eye(64), info)
-        path = export.save_atomically(bad, tmp_path / f"bad{len(info)}")
+        path = savedmodel.save_atomically(bad, tmp_path / f"bad{len(info)}")
         with pytest.raises(UserError, match=re.escape(f"{said}, but its mean() has 64 values; it does not keep")):
-            scoring.load_model(path)
+            savedmodel.load_model(path)
         code, out, err = run(score_cli.main, ["--model", path, "--patches", str(tmp_path / "x.npy")], capsys)
         assert code == 2 and len(err.strip().splitlines()) == 1 and "does not keep the contract" in err
 

@@ -7,10 +7,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from energy_models.data.images import (DEFAULT_IMAGES, SkippedImageWarning, default_image_source,
-                                       find_image_files, load_images, read_grayscale)
-from energy_models.data.patches import (PatchSet, extract_patches, load_patch_array, load_patch_set,
-                                        make_patch_set, valid_positions)
+from energy_models.data.images import (
+    DEFAULT_IMAGES,
+    SkippedImageWarning,
+    default_image_source,
+    find_image_files,
+    load_images,
+    read_grayscale,
+)
+from energy_models.data.patch_files import load_patch_array, load_patch_set
+from energy_models.data.patches import PatchSet, extract_patches, make_patch_set, valid_positions
 from energy_models.errors import UserError
 
 RNG = np.random.default_rng(1234)

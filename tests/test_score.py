@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from energy_models import export, scoring
-from energy_models.gaussian import GridGaussian
+from energy_models import savedmodel
+from energy_models.evaluation import metrics
+from energy_models.gaussian import export
+from energy_models.gaussian.model import GridGaussian
 from tests.conftest import ROOT
 from train import _cli
 from train import score as score_cli
@@ -20,8 +22,8 @@ def test_auroc_matches_direct_pairwise_count():
     pos = np.round(rng.normal(1.0, 1.0, 300), 1)  # Rounded: ties occur and must count half.
     neg = np.round(rng.normal(0.0, 1.0, 200), 1)
     direct = np.mean((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None]))
-    assert scoring.auroc(pos, neg) == pytest.approx(direct, abs=1e-12)
-    assert scoring.auroc([3, 4], [1, 2]) == 1.0 and scoring.auroc([1, 2], [3, 4]) == 0.0
+    assert metrics.auroc(pos, neg) == pytest.approx(direct, abs=1e-12)
+    assert metrics.auroc([3, 4], [1, 2]) == 1.0 and metrics.auroc([1, 2], [3, 4]) == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def gaussian_model_dir(tmp_path_factory):
     model = GridGaussian(28, 28, 4, diagonal_init=100.0)
     model.set_mean(np.full(784, 0.5))
     path = tmp_path_factory.mktemp("models") / "gaussian"
-    return export.save_atomically(export.gaussian_module(model, {"estimator": "test"}), path)
+    return savedmodel.save_atomically(export.gaussian_module(model, {"estimator": "test"}), path)
 
 
 def run_cli(argv, capsys):
@@ -125,9 +127,9 @@ def test_bad_inputs_give_one_line(gaussian_model_dir, tmp_path, capsys):
         assert code == 2, (argv, err)
         assert message in err and len(err.strip().splitlines()) == 1, (argv, err)
     with pytest.raises(Exception, match="X|features|expects"):
-        scoring.check_rows(np.zeros((2, 100)), 784, "set x")
+        savedmodel.check_rows(np.zeros((2, 100)), 784, "set x")
     with pytest.raises(Exception, match="set x has 100 features, but the model expects 784"):
-        scoring.check_rows(np.zeros((2, 100)), 784, "set x")
+        savedmodel.check_rows(np.zeros((2, 100)), 784, "set x")
 
 
 def test_ais_stores_log_z_in_an_unnormalised_model(tmp_path, capsys):
@@ -135,11 +137,11 @@ def test_ais_stores_log_z_in_an_unnormalised_model(tmp_path, capsys):
     model = GridGaussian(28, 28, 4, diagonal_init=100.0)
     model.set_mean(np.full(784, 0.5))
     true_log_z = model.log_normalizer()
-    gaussian_dir = export.save_atomically(export.gaussian_module(model, {}), tmp_path / "g")
+    gaussian_dir = savedmodel.save_atomically(export.gaussian_module(model, {}), tmp_path / "g")
     loaded = tf.saved_model.load(gaussian_dir)
     info = {"kind": "test", "log_z": None}
-    path = export.save_atomically(export.NormalisedModule(loaded, np.nan, info), tmp_path / "u")
-    assert not scoring.load_model(path).normalised
+    path = savedmodel.save_atomically(savedmodel.NormalisedModule(loaded, np.nan, info), tmp_path / "u")
+    assert not savedmodel.load_model(path).normalised
     code, out, err = run_cli(["--model", path, "--ais-steps", "60", "--ais-chains", "32",
                               "--gaussian-samples", gaussian_dir, "--json", str(tmp_path / "a.json"),
                               "--figures-dir", str(tmp_path)], capsys)
@@ -149,7 +151,7 @@ def test_ais_stores_log_z_in_an_unnormalised_model(tmp_path, capsys):
     assert entry["ais"]["log_z_forward"] == pytest.approx(true_log_z, abs=0.5)
     assert entry["ais"]["log_z_reverse"] == pytest.approx(true_log_z, abs=0.5)
     assert entry["ais"]["converged"] and entry["normalised"]
-    reloaded = scoring.load_model(path)
+    reloaded = savedmodel.load_model(path)
     assert reloaded.info["log_z_source"] == "forward AIS"
     x = np.full((3, 784), 0.5, np.float32)
     np.testing.assert_allclose(reloaded.module.log_prob(x).numpy(), model.log_prob(x), atol=0.5)
@@ -171,8 +173,8 @@ def test_ais_stores_only_an_estimate_whose_directions_agree_and_replaces_only_a_
     from tests.conftest import snapshot
 
     model = GridGaussian(28, 28, 4, diagonal_init=100.0)
-    loaded = tf.saved_model.load(export.save_atomically(export.gaussian_module(model, {}), tmp_path / "g"))
-    path = export.save_atomically(export.NormalisedModule(loaded, np.nan, {"kind": "test", "log_z": None}),
+    loaded = tf.saved_model.load(savedmodel.save_atomically(export.gaussian_module(model, {}), tmp_path / "g"))
+    path = savedmodel.save_atomically(savedmodel.NormalisedModule(loaded, np.nan, {"kind": "test", "log_z": None}),
                                   tmp_path / "u")
     argv = ["--model", path, "--ais-steps", "50", "--figures-dir", str(tmp_path)]
 
@@ -186,17 +188,17 @@ def test_ais_stores_only_an_estimate_whose_directions_agree_and_replaces_only_a_
     out = run(_ais_estimate(gap=3.2))
     assert "DISAGREE" in out and "AIS log Z not stored: forward and reverse differ by 3.20 nats (> 1); re-run " \
                                  "with more --ais-steps (now 50)" in out
-    assert snapshot(path) == before and not scoring.load_model(path).normalised
+    assert snapshot(path) == before and not savedmodel.load_model(path).normalised
     out = run(_ais_estimate(gap=0.4, log_z=-701.0))
     assert "AIS log Z stored in the model folder (it had no log Z)" in out
-    assert scoring.load_model(path).info["log_z"] == pytest.approx(-701.0)
+    assert savedmodel.load_model(path).info["log_z"] == pytest.approx(-701.0)
     out = run(_ais_estimate(gap=0.2, log_z=-702.0))  # As much work: the stored estimate stays.
     assert "not stored: the model's log Z -701.00 came from as many or more AIS steps x chains (50 x 16)" in out
     out = run(_ais_estimate(gap=0.1, steps=200, log_z=-703.0))
     assert "stored in the model folder (replaces the estimate of 50 steps x 16 chains)" in out
-    info = scoring.load_model(path).info
+    info = savedmodel.load_model(path).info
     assert info["log_z"] == pytest.approx(-703.0) and info["log_z_steps"] == 200
-    exact = export.save_atomically(export.gaussian_module(model, {}), tmp_path / "exact")
+    exact = savedmodel.save_atomically(export.gaussian_module(model, {}), tmp_path / "exact")
     argv[1] = exact
     assert "not stored: the model keeps its own log Z (analytic)" in run(_ais_estimate(gap=0.0))
 
@@ -212,7 +214,7 @@ def test_mnist_noise_scores_the_digits_train_gaussian_evaluates(gaussian_model_d
     assert code == 0, err
     row = json.loads((tmp_path / "s.json").read_text())["models"][0]["sets"][0]
     noisy = load_noisy_mnist(0.1, 3, tfds_data_dir).test[:500]
-    expected = scoring.score_samples(scoring.load_model(gaussian_model_dir), noisy)
+    expected = savedmodel.log_probs(savedmodel.load_model(gaussian_model_dir), noisy)
     assert row["set"] == "mnist-test+noise0.1" and row["n"] == 500
     assert row["mean"] == pytest.approx(np.mean(expected), rel=1e-6)
 
@@ -222,9 +224,9 @@ def whitened_dem_dir(tmp_path_factory):
     """An exported deep energy model (random weights, 8 hidden units and latents, sigma 1) whitened by
     W = Q diag(lambda)^-1/2 Q^T with lambda from 1/6000 to 1: the curvature of its log p in pixel space,
     W^T W / sigma^2 plus the layers' terms, spans about 1 to 6000, as a ZCA-whitened model on photos."""
-    from energy_models.estimators.contrastive_divergence import ContrastiveDivergence
-    from energy_models.export_dem import DEMModule
-    from energy_models.layers.dem_energy import DEMEnergy
+    from energy_models.dem.contrastive_divergence import ContrastiveDivergence
+    from energy_models.dem.energy import DEMEnergy
+    from energy_models.dem.export import DEMModule
     from energy_models.whitening import LinearWhitening
 
     rng = np.random.default_rng(4)
@@ -238,7 +240,7 @@ def whitened_dem_dir(tmp_path_factory):
     for weight in (energy.V, energy.W, energy.b, energy.c, energy.d):
         weight.assign(rng.normal(size=weight.shape).astype(np.float32) * 0.1)
     module = DEMModule(model, np.full(784, 0.5), 0.05 * np.eye(784), {"kind": "test"}, sample_sweeps=1)
-    return export.save_atomically(module, tmp_path_factory.mktemp("models") / "dem-zca")
+    return savedmodel.save_atomically(module, tmp_path_factory.mktemp("models") / "dem-zca")
 
 
 def test_modes_of_a_whitened_dem_rise_to_finite_modes_where_sgd_diverges(whitened_dem_dir, gaussian_model_dir,

@@ -125,12 +125,12 @@ def test_interrupt_and_unhandled_write_failures_are_one_line(capsys, tmp_path):
 
 
 def test_help_gives_each_default_once_and_names_both_datasets():
-    from energy_models.experiments.gaussian import GaussianConfig
+    from energy_models.experiments.gaussian_config import GaussianConfig
 
     text = " ".join(_cli.parser_for(GaussianConfig, "python -m train.gaussian",
                                     gaussian_cli.__doc__.splitlines()[0]).format_help().split())
     assert "MNIST (Exercise 1) or to patches of photographs (Exercise 2)" in text
-    assert "(default: the rule of energy_models.estimators.cnce.choose_epsilon)" in text
+    assert "(default: the rule of energy_models.gaussian.cnce.choose_epsilon)" in text
     assert "(default: None)" not in text
     for flag_help in text.split(" --")[1:]:
         assert flag_help.count("default") <= 1, flag_help
@@ -253,7 +253,7 @@ def test_stochastic_estimators_run_on_patches(estimator, tmp_path, capsys):
 def test_progress_is_a_bar_on_a_terminal_and_one_line_per_epoch_elsewhere():
     import io
 
-    from energy_models.console import progress_verbosity
+    from energy_models.training.console import progress_verbosity
 
     class Terminal(io.StringIO):
         def isatty(self):

@@ -139,7 +139,7 @@ def test_keras_file_round_trip(tmp_path):
 @pytest.mark.parametrize("epsilon", [0, -1e-3, float("nan"), float("inf"), "1e-3", None])
 def test_epsilon_must_be_positive(epsilon):
     x, _, _ = correlated_gaussian(100)
-    with pytest.raises(UserError, match=r"whitening epsilon \(--whiten-epsilon\) must be a positive "
+    with pytest.raises(UserError, match=r"whitening epsilon must be a positive "
                                         r"number, got .*; pass e.g. 1e-3"):
         LinearWhitening.zca(x, epsilon=epsilon)
 

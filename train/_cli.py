@@ -122,7 +122,7 @@ def run_main(main, argv=None):
     except OSError as e:
         if e.errno not in _WRITE_ERRNOS:
             raise
-        from energy_models.rundir import write_error
+        from energy_models.files import write_error
 
         print(f"error: {write_error(e.filename or 'a file', e)}", file=sys.stderr)
         return 2

@@ -13,8 +13,9 @@ from train import _cli
 
 def main(argv=None):
     from energy_models.experiments import dem
+    from energy_models.experiments.dem_config import DEMConfig
 
-    return _cli.run_experiment(dem, dem.DEMConfig, "python -m train.dem", __doc__.splitlines()[0], argv)
+    return _cli.run_experiment(dem, DEMConfig, "python -m train.dem", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

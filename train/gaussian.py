@@ -20,8 +20,9 @@ from train import _cli  # noqa: E402
 
 def main(argv=None):
     from energy_models.experiments import gaussian
+    from energy_models.experiments.gaussian_config import GaussianConfig
 
-    return _cli.run_experiment(gaussian, gaussian.GaussianConfig, "python -m train.gaussian", __doc__.splitlines()[0], argv)
+    return _cli.run_experiment(gaussian, GaussianConfig, "python -m train.gaussian", __doc__.splitlines()[0], argv)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,12 @@ from train import _cli
 
 def main(argv=None):
     from energy_models.experiments import score
+    from energy_models.experiments.score_config import ScoreConfig, set_order
 
-    parser = _cli.parser_for(score.ScoreConfig, "python -m train.score", __doc__.splitlines()[0])
+    parser = _cli.parser_for(ScoreConfig, "python -m train.score", __doc__.splitlines()[0])
     argv = sys.argv[1:] if argv is None else argv
-    config = score.ScoreConfig(**vars(parser.parse_args(argv)))
-    report = score.score(config, order=score.set_order(argv))
+    config = ScoreConfig(**vars(parser.parse_args(argv)))
+    report = score.score(config, order=set_order(argv))
     print("\n".join(score.table_lines(report)))
     if config.json:
         print(f"JSON: {config.json}")

@@ -29,8 +29,9 @@ import numpy as np
 import tensorflow as tf
 
 from energy_models.data.patches import PatchSet
-from energy_models.experiments.gaussian import GaussianConfig, train_and_evaluate
-from energy_models.grid import grid_pattern
+from energy_models.experiments.gaussian import train_and_evaluate
+from energy_models.experiments.gaussian_config import GaussianConfig
+from energy_models.linalg.grid import grid_pattern
 
 tf.get_logger().setLevel("ERROR")  # Keeps "Assets written to ..." out of the outputs.
 rng = np.random.default_rng(0)

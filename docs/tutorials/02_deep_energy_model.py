@@ -29,11 +29,11 @@ import pathlib
 import tempfile
 
 import matplotlib.pyplot as plt
+import tensorflow as tf  # noqa: E402
 from PIL import Image
 
-from energy_models.experiments.dem import DEMConfig, summary_lines, train_and_evaluate
-
-import tensorflow as tf  # noqa: E402
+from energy_models.experiments.dem import summary_lines, train_and_evaluate
+from energy_models.experiments.dem_config import DEMConfig
 
 tf.get_logger().setLevel("ERROR")  # Keeps "Assets written to ..." out of the outputs.
 photos = os.environ.get("PHOTOS") or None

@@ -29,10 +29,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
-from energy_models import ais
-from energy_models.data.patches import load_patch_set
-from energy_models.experiments.dem import DEMConfig, FittedGaussian, train_and_evaluate
-from energy_models.scoring import auroc
+from energy_models.data.patch_files import load_patch_set
+from energy_models.evaluation import ais
+from energy_models.evaluation.metrics import auroc
+from energy_models.experiments.dem import train_and_evaluate
+from energy_models.experiments.dem_config import DEMConfig
+from energy_models.gaussian.fitted import FittedGaussian
 
 tf.get_logger().setLevel("ERROR")  # Keeps "Assets written to ..." out of the outputs.
 work = pathlib.Path(os.environ.get("TUTORIAL_DIR") or tempfile.mkdtemp(prefix="tutorial-03-"))

@@ -1,1 +1,3 @@
-"""Data sources: MNIST through tensorflow-datasets, and 28x28 patches cut from photographs."""
+"""Data: MNIST through tensorflow-datasets (`mnist`), photographs (`images`), patches cut from them
+(`patches`, `patch_size`, `patch_files`), a user's arrays (`arrays`), seeded batches (`batches`) and the
+memory check before loading (`memory`)."""

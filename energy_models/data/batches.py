@@ -59,9 +59,9 @@ def epoch_batches(pixels, batch_size, seed, start_epoch=0, noise_std=0.0):
 def train_constant(data):
     """`data.train_pixels` as one float32 tensor, made on first use and kept on `data`.
 
-    Each `epoch_batches` call would otherwise copy the training rows into a new constant (188 MB for
-    MNIST). Keras keeps a finished fit's dataset alive, so the rounds of adaptive NCE each added a copy:
-    peak RSS grew by about 180 MB per round (2.37 GB at 8 neighbours with 3 NCE rounds)."""
+    Each `epoch_batches` call would otherwise copy the training rows into a new constant, and Keras keeps
+    a finished fit's dataset alive, so every round of adaptive NCE would add a copy of the training rows
+    to the peak memory (BENCHMARKS.md, "NCE and cNCE from their default commands (issue 15)")."""
     import tensorflow as tf
 
     if getattr(data, "_train_constant", None) is None:

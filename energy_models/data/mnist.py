@@ -1,4 +1,4 @@
-"""MNIST through tensorflow-datasets, as the noisy, centred vectors of Exercise 1.
+"""MNIST through tensorflow-datasets, as noisy, centred vectors (pixels / 255 plus Gaussian noise).
 
     x = pixels / 255 + n,   n ~ N(0, noise_std^2 I),   then the training split's mean is removed.
 
@@ -111,15 +111,26 @@ def load_mnist_images(split, data_dir=None):
     import tensorflow_datasets as tfds
 
     builder = mnist_builder(data_dir)
-    # Batches of 10,000 rather than batch_size=-1: the whole-split tensor path holds several copies
-    # (about 0.5 GB at peak for the train split); this keeps only the uint8 images.
+    # Batches of 10,000 rather than batch_size=-1: the whole-split tensor path holds several copies of
+    # the split at its peak (BENCHMARKS.md, "energy_models/data/mnist.py: loading in batches"); this keeps
+    # only the uint8 images.
     batches = tfds.as_numpy(builder.as_dataset(split=split, batch_size=10_000))
     return np.concatenate([b["image"][..., 0] for b in batches])
 
 
+def load_mnist_rows(split, data_dir=None):
+    """MNIST images of one split as float32 rows [n, 784] of pixels / 255, in [0, 1].
+
+    Raises:
+      DataUnavailableError: see `mnist_builder`.
+    """
+    images = load_mnist_images(split, data_dir)
+    return (images.reshape(len(images), -1) / np.float32(255)).astype(np.float32)
+
+
 @dataclasses.dataclass
 class NoisyMnist:
-    """Exercise 1's data.
+    """Noisy MNIST: clean training pixels with fresh noise per epoch, a fixed noisy test split.
 
     Attributes:
       train_pixels: float32 [n_train, 784], clean pixels / 255 of the training split (noise is added
@@ -149,9 +160,8 @@ class NoisyMnist:
         """S = Cov(pixels / 255) + noise_std^2 I, float64 [784, 784]: the exact covariance of the
         noisy training distribution, with the noise integrated out (computed once)."""
         if getattr(self, "_covariance", None) is None:
-            from energy_models.whitening import mean_and_covariance
-
             from energy_models.data.arrays import check_covariance
+            from energy_models.whitening import mean_and_covariance
 
             covariance = mean_and_covariance(self.train_pixels)[1]
             covariance[np.diag_indices_from(covariance)] += self.noise_std ** 2
@@ -162,7 +172,7 @@ class NoisyMnist:
 
     def noisy_train(self, seed):
         """One noise draw of the training split, float32 [n_train, 784]."""
-        return _add_noise(self.train_pixels, self.noise_std, seed)
+        return add_pixel_noise(self.train_pixels, self.noise_std, seed)
 
     def training_dataset(self, batch_size, seed, start_epoch=0):
         """An endless `tf.data.Dataset` of noisy pixel batches, fresh noise in each, from `start_epoch`.
@@ -175,7 +185,8 @@ class NoisyMnist:
         return epoch_batches(train_constant(self), batch_size, seed, start_epoch, self.noise_std)
 
 
-def _add_noise(pixels, noise_std, seed):
+def add_pixel_noise(pixels, noise_std, seed):
+    """pixels + N(0, noise_std^2) per value, drawn from numpy's default generator seeded with `seed`."""
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal(pixels.shape, dtype=np.float32)
     noise *= np.float32(noise_std)
@@ -184,7 +195,7 @@ def _add_noise(pixels, noise_std, seed):
 
 
 def load_noisy_mnist(noise_std=0.1, seed=0, data_dir=None, limit=None):
-    """Loads MNIST as Exercise 1's noisy, centred vectors.
+    """Loads MNIST as noisy, centred vectors.
 
     Args:
       noise_std: standard deviation of the Gaussian noise added to every pixel (0.1: variance 1/100).
@@ -198,11 +209,9 @@ def load_noisy_mnist(noise_std=0.1, seed=0, data_dir=None, limit=None):
     Raises:
       DataUnavailableError: when MNIST cannot be found or downloaded (within seconds).
     """
-    train = load_mnist_images("train", data_dir)[:limit]
-    test = load_mnist_images("test", data_dir)[:limit]
-    train_pixels = (train.reshape(len(train), -1) / np.float32(255)).astype(np.float32)
-    test_pixels = (test.reshape(len(test), -1) / np.float32(255)).astype(np.float32)
+    train_pixels = load_mnist_rows("train", data_dir)[:limit]
+    test_pixels = load_mnist_rows("test", data_dir)[:limit]
     mean = train_pixels.mean(axis=0, dtype=np.float64).astype(np.float32)
-    test_noisy = _add_noise(test_pixels, noise_std, np.random.SeedSequence([seed, 1]))
+    test_noisy = add_pixel_noise(test_pixels, noise_std, np.random.SeedSequence([seed, 1]))
     return NoisyMnist(train_pixels=train_pixels, test=test_noisy, mean=mean,
                       noise_std=float(noise_std), seed=int(seed))

@@ -9,7 +9,6 @@ is a set of whole images: no held-out patch overlaps a training image. A patch i
 
 import os
 import secrets
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -17,65 +16,25 @@ from typing import Sequence, Union
 import numpy as np
 
 from energy_models.data.images import GrayImage, Source, load_images
+from energy_models.data.memory import check_fits
+from energy_models.data.patch_size import (
+    PATCH_SIZE,
+    _check_count,
+    check_patch_memory,
+    parse_patch_size,
+    shape_label,
+    size_setting,
+)
 from energy_models.errors import UserError
-from energy_models.memory import check_fits
 
-PATCH_SIZE = 28
 # Files written before patch files recorded their shape hold square grayscale patches of side patch_size.
 _SHAPE_ARRAYS = ("height", "width", "channels")
-# Arrays of the patches a trainer holds at its peak: the patch set itself, the trainer's float32 copy of
-# the training rows (tf.data, whitening) and the float64 rows of the covariance pass (chunked, counted once).
-PEAK_COPIES = 3
-# What to do about a missing or damaged patch file, said to a command-line user.
-_RECREATE = ("re-create it with python -m train.gaussian --dataset patches --images PHOTOS (it writes "
-             "RUN_DIR/patches.npz)")
 
 # Written into every patch file so that any other .npz is recognised as "not a patch file".
 PATCH_FILE_FORMAT = "energy_models.patch_set.v1"
 
 _ARRAYS = ("train", "heldout", "image_names", "is_heldout", "train_positions", "heldout_positions",
            "patch_size", "seed", "source")
-
-
-def parse_patch_size(value) -> tuple[int, int]:
-    """(height, width) of a patch size given as p, "p", "HxW" (e.g. "16x32") or a pair.
-
-    Raises:
-        UserError: naming --patch-size when the value is not of that form or a side is below 2 pixels.
-    """
-    try:
-        if isinstance(value, str):
-            parts = value.lower().replace(" ", "").split("x")
-            sides = tuple(int(part) for part in parts)
-        else:
-            sides = tuple(int(v) for v in np.atleast_1d(value))
-        if len(sides) == 1:
-            sides = sides * 2
-        if len(sides) == 2 and min(sides) >= 2 and all(int(v) == v for v in np.atleast_1d(value)
-                                                        if not isinstance(value, str)):
-            return sides
-    except (TypeError, ValueError):
-        pass
-    raise UserError(f"--patch-size must be a side p or height x width such as 16 or 16x32 (each at least 2 "
-                    f"pixels), got {value}")
-
-
-def size_setting(value):
-    """A patch size as a setting: the int p for p x p (as recorded before non-square sizes), else "HxW"."""
-    height, width = parse_patch_size(value)
-    return height if height == width else f"{height}x{width}"
-
-
-def shape_label(height, width, channels=1):
-    """"12x16" for grayscale, "12x16x3" with channels: how messages name a patch size."""
-    return f"{height}x{width}" + (f"x{channels}" if channels != 1 else "")
-
-
-def check_patch_memory(num_patches, patch_size=PATCH_SIZE, channels=1):
-    """Refuses (one line) a --num-patches whose patch arrays cannot fit in the memory available now."""
-    height, width = parse_patch_size(patch_size)
-    check_fits(num_patches, 4 * height * width * channels, PEAK_COPIES, "--num-patches",
-               f"{shape_label(height, width, channels)} float32 patches")
 
 
 def valid_positions(shape: Sequence[int], patch_size=PATCH_SIZE) -> int:
@@ -298,119 +257,3 @@ def _choose_heldout(names: np.ndarray, fraction: float, heldout_images, seed) ->
         raise UserError(f"cannot hold out {k} of {count} usable images and keep one for training; "
                         "add images or hold out fewer")
     return mask
-
-
-def load_patch_set(path: Union[str, os.PathLike], patch_size=None, channels: int = 1) -> PatchSet:
-    """Reads a patch file written by `PatchSet.save` and checks it.
-
-    Args:
-        path: the .npz file.
-        patch_size: the size the caller expects, p or (h, w), with `channels`; None takes the shape the
-            file records, so that the size of a model comes from its data. A file from before patch files
-            recorded their shape holds p x p grayscale patches.
-        channels: the channels the caller expects (with `patch_size`).
-
-    Returns:
-        The `PatchSet`.
-
-    Raises:
-        UserError: the file is missing, is not a patch file, has patches of another shape than the caller
-            expects (naming both), is damaged, or holds NaN or inf.
-    """
-    data = _read(path)
-    if not isinstance(data, dict) or str(data.get("format", "")) != PATCH_FILE_FORMAT:
-        raise UserError(f"{path} is not a patch file written by this project; {_RECREATE}")
-    problems = [f"no '{name}'" for name in _ARRAYS if name not in data]
-    if not problems:
-        try:
-            recorded = (tuple(int(data[name]) for name in _SHAPE_ARRAYS) if "height" in data
-                        else parse_patch_size(str(data["patch_size"])) + (1,))
-        except (TypeError, ValueError, UserError):
-            raise UserError(f"{path} is a damaged patch file (its patch size is unreadable); {_RECREATE}") from None
-        if patch_size is not None:
-            expected = parse_patch_size(patch_size) + (int(channels),)
-            if expected != recorded:
-                raise UserError(f"{path} holds {shape_label(*recorded)} patches ({int(np.prod(recorded))} values), "
-                                f"but {shape_label(*expected)} patches ({int(np.prod(expected))} values) are "
-                                f"expected; use a model of the file's size, or cut {shape_label(*expected)} "
-                                f"patches from photographs (--images)")
-        for split in ("train", "heldout"):
-            data[split] = _checked(data[split], path, split, recorded)
-            if data[f"{split}_positions"].shape != (len(data[split]), 3):
-                problems.append(f"'{split}_positions' is not of shape [{len(data[split])}, 3]")
-        if data["is_heldout"].shape != data["image_names"].shape:
-            problems.append("'is_heldout' and 'image_names' differ in length")
-    if problems:
-        raise UserError(f"{path} is a damaged patch file ({problems[0]}); {_RECREATE}")
-    return PatchSet(train=data["train"], heldout=data["heldout"],
-                    image_names=data["image_names"].astype(str), is_heldout=data["is_heldout"].astype(bool),
-                    train_positions=data["train_positions"], heldout_positions=data["heldout_positions"],
-                    patch_size=size_setting(recorded[:2]), seed=int(data["seed"]), source=str(data["source"]),
-                    channels=recorded[2])
-
-
-def load_patch_array(path: Union[str, os.PathLike], split: str = "heldout",
-                     patch_size=PATCH_SIZE, channels: int = 1) -> np.ndarray:
-    """Reads patches to score: an .npy array [n, D], or one split of a patch file (.npz).
-
-    Args:
-        path: an .npy file of shape [n, D], D = h * w * channels, or an .npz written by `PatchSet.save`
-            (whose recorded shape must be the expected one).
-        split: for an .npz, "heldout" or "train".
-        patch_size: the side p or the (h, w) the caller expects.
-        channels: the channels the caller expects.
-
-    Returns:
-        float32 [n, D].
-
-    Raises:
-        UserError: missing file, not a patch array, wrong width, or NaN / inf values.
-    """
-    if split not in ("train", "heldout"):
-        raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
-    data = _read(path)
-    if isinstance(data, dict):
-        return getattr(load_patch_set(path, patch_size, channels), split)
-    return _checked(data, path, "the array", parse_patch_size(patch_size) + (int(channels),))
-
-
-def _check_count(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise UserError(f"{name} must be a positive whole number, got {value!r}; pass e.g. 50000")
-
-
-def _read(path) -> Union[np.ndarray, dict]:
-    """Loads an .npy (array) or .npz (dict of arrays) without pickle, as a UserError on any failure."""
-    if Path(path).is_dir():
-        inside = Path(path) / "patches.npz"
-        hint = f"pass {inside}" if inside.is_file() else "pass the patches.npz inside a run folder"
-        raise UserError(f"patch file {path} is a folder; {hint}")
-    if not Path(path).is_file():
-        create = _RECREATE.replace("re-create it", "create one")
-        raise UserError(f"patch file {path} does not exist; check the path, or {create}")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.lib.npyio.NpzFile):
-            with loaded:
-                return {name: loaded[name] for name in loaded.files}
-        return loaded
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise UserError(f"{path} is not a patch file (a patches.npz of a run folder or an .npy of shape "
-                        f"[n, {PATCH_SIZE ** 2}]): {str(error).splitlines()[0]}") from error
-
-
-def _checked(array: np.ndarray, path, what: str, shape: tuple) -> np.ndarray:
-    """`array` as float32 after checking it holds finite patches of `shape` (h, w, channels)."""
-    width = int(np.prod(shape))
-    if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
-        raise UserError(f"{what} in {path} has shape {array.shape} and dtype {array.dtype}, but float "
-                        f"patches of shape [n, {width}] are expected")
-    if array.shape[1] != width:
-        flags = f"--patch-size {shape_label(*shape[:2])}" + (" --colour" if shape[2] == 3 else "")
-        raise UserError(f"{what} in {path} has {array.shape[1]} features, but {width} "
-                        f"({shape_label(*shape)} patches) are expected; re-create the file with {flags}")
-    bad = array.size - int(np.isfinite(array).sum())
-    if bad:
-        raise UserError(f"{what} in {path} contains {bad} NaN or inf values; re-create the file "
-                        "from the photographs")
-    return array.astype(np.float32, copy=False)

@@ -1,1 +1,3 @@
-"""End-to-end experiments behind the command-line trainers in train/."""
+"""The front ends, the only layer that knows flags: the configurations of the command-line trainers in
+train/ (`gaussian_config`, `dem_config`, `score_config`), the pipelines they run (`gaussian`, `dem`,
+`score`), run folders (`rundir`), and the same pipelines on arrays from Python (`fit`)."""

@@ -1,5 +1,5 @@
 """Keras callbacks and figures of the deep-energy-model trainer: filters, responses and samples (the
-divergence guard and checkpoints are `energy_models.checkpoints`)."""
+divergence guard and checkpoints are `energy_models.training.checkpoints`)."""
 
 import pathlib
 import time
@@ -8,8 +8,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from energy_models import figures, mcmc_health
-from energy_models.tensorboard import epoch_summaries
+from energy_models import figures
+from energy_models.evaluation import mcmc_health
+from energy_models.training.tensorboard import epoch_summaries
 
 # Logged quantities that must stay finite (`checkpoints.DivergenceGuard`).
 WATCHED = ("loss", "energy_data", "energy_negatives", "grad_norm")
@@ -76,7 +77,8 @@ class MCMCHealth(keras.callbacks.Callback):
     """Every `every` epochs and after the last: `mcmc_health.model_diagnostics` of the model's sampler to
     TensorBoard as mcmc/rhat_max, mcmc/ess_min and mcmc/energy_gap; the newest values stay in `last`.
 
-    Not every epoch: one check is 800 sweeps of 64 chains (1.4 s at D = 784), 20% of a default dsm epoch.
+    Not every epoch: one check is 800 sweeps of 64 chains, a sizeable fraction of a default dsm epoch
+    (BENCHMARKS.md, "Issue 17: MCMC health, image mosaics, exact MLE on large patches").
     """
 
     def __init__(self, log_dir, gaussian, heldout, seed, every=10):

@@ -3,123 +3,24 @@
 `score(config)` is what `python -m train.score` runs.
 """
 
-import dataclasses
 import pathlib
 
 import numpy as np
 
-from energy_models import figures, rundir, scoring
-from energy_models.errors import UserError
-from energy_models.experiments.flags import check_applies, check_ranges, flag
-
-
-
-@dataclasses.dataclass
-class ScoreConfig:
-    """Every setting of `python -m train.score` (each field is a command-line flag)."""
-
-    model: list = flag("a SavedModel folder to score with (repeat the flag for several models)",
-                        action="append", metavar="DIR")
-    images: str = flag("score patches cut from these photographs (folder, glob or file)")
-    patches: str = flag("score a saved patch set (.npz: its held-out split, of the model's patch size) or an "
-                        ".npy array [n, D] (D: the model's width, 784 for 28x28)")
-    mnist: str = flag("score MNIST digits (pixels / 255) of this split", nargs="?", const="test",
-                       choices=("train", "test"))
-    mnist_noise: float = flag("add N(0, STD^2) noise to every --mnist pixel, drawn as train.gaussian draws "
-                               "its test noise with the same --seed (0.1: its default --noise-std), so the "
-                               "figures compare with its test log-likelihood", default=0.0)
-    gaussian_samples: str = flag("score samples drawn from this Gaussian SavedModel", metavar="DIR")
-    num_patches: int = flag("number of patches (and of samples, and at most of MNIST digits) per set",
-                             default=10_000)
-    seed: int = flag("seed of patch positions and samples", default=0)
-    data_dir: str = flag("tensorflow-datasets data folder for --mnist")
-    json: str = flag("write the tables as JSON to this file")
-    ais_steps: int = flag("estimate log Z by forward and reverse AIS with this many temperatures "
-                           "(0: no AIS); stored in a model that has no log Z yet", default=0)
-    ais_chains: int = flag("AIS chains (each direction)", default=64)
-    ais_step_size: float = flag("initial HMC step size of AIS (adapted towards 65%% acceptance)",
-                                 default=0.01)
-    modes: int = flag("find N modes: maximise log p from N samples of the Gaussian given by "
-                       "--gaussian-samples (or of the model's own Gaussian fit)", default=0)
-    mode_optimizer: str = flag("optimiser of the mode search: lbfgs (L-BFGS with a line search: log p rises "
-                                "at every iteration, no learning rate to tune), or keras sgd or adam "
-                                "(gradient ascent at --mode-learning-rate)", default="lbfgs",
-                                choices=("lbfgs", "sgd", "adam"))
-    mode_steps: int = flag("maximum iterations (L-BFGS) or steps (sgd, adam) of the mode search", default=2000)
-    mode_tolerance: float = flag("stop a start's search when an iteration raises its log p by less than this "
-                                  "many nats (sgd, adam: on average over 20 steps, for every start)",
-                                  default=1e-3)
-    mode_learning_rate: float = flag("learning rate of --mode-optimizer sgd or adam (default 1e-3; plain "
-                                      "gradient ascent diverges above 2 / the largest curvature of log p)")
-    figures_dir: str = flag("where the histograms of log p go", default="runs/score")
-
-    def resolve(self):
-        if not self.model:
-            raise UserError("no model given; pass --model DIR (a SavedModel from train.gaussian or "
-                            "train.dem)")
-        for name, value, low in (("--num-patches", self.num_patches, 1), ("--ais-steps", self.ais_steps, 0),
-                                 ("--ais-chains", self.ais_chains, 2), ("--modes", self.modes, 0),
-                                 ("--mode-steps", self.mode_steps, 1)):
-            if value < low:
-                raise UserError(f"{name} must be at least {low}, got {value}")
-        if not self.ais_step_size > 0:
-            raise UserError(f"--ais-step-size must be > 0, got {self.ais_step_size}")
-        check_ranges([("--mode-tolerance", self.mode_tolerance, self.mode_tolerance >= 0, "must be >= 0"),
-                      ("--mode-learning-rate", self.mode_learning_rate,
-                       self.mode_learning_rate is None or self.mode_learning_rate > 0, "must be > 0")])
-        check_applies(self, MODE_SCOPES)
-        if not 0 <= self.mnist_noise < float("inf"):
-            raise UserError(f"--mnist-noise must be a finite number >= 0, got {self.mnist_noise}")
-        if self.mnist_noise and not self.mnist:
-            raise UserError("--mnist-noise does nothing here: it applies only with --mnist; drop it or add --mnist")
-        if self.images or self.gaussian_samples:
-            from energy_models.memory import check_fits
-
-            check_fits(self.num_patches, 4 * 784, 2, "--num-patches", "784-pixel float32 rows")
-        if not (self.images or self.patches or self.mnist or self.gaussian_samples or self.ais_steps
-                or self.modes):
-            raise UserError("nothing to do; pass at least one of --images, --patches, --mnist, "
-                            "--gaussian-samples, --ais-steps, --modes")
-        return self
-
-
-# Mode-search flags do nothing without --modes, and a learning rate nothing for L-BFGS (its line search
-# picks every step); see flags.check_applies.
-MODE_SCOPES = {
-    "mode_optimizer": (lambda c: c.modes > 0, "--modes N"),
-    "mode_steps": (lambda c: c.modes > 0, "--modes N"),
-    "mode_tolerance": (lambda c: c.modes > 0, "--modes N"),
-    "mode_learning_rate": (lambda c: c.modes > 0 and c.mode_optimizer in ("sgd", "adam"),
-                           "--modes N and --mode-optimizer sgd or adam (lbfgs, the default, has no learning "
-                           "rate: its line search picks each step)"),
-}
-
-
-# The flag of each set, to order the sets as the command line does (see `load_sets`).
-SET_FLAGS = {"images": "--images", "patches": "--patches", "mnist": "--mnist",
-             "gaussian_samples": "--gaussian-samples"}
-
-
-def set_order(argv):
-    """The set kinds ("images", "patches", ...) in the order their flags come in `argv`."""
-    position = {}
-    for i, token in enumerate(argv or ()):
-        for kind, flag_name in SET_FLAGS.items():
-            if kind not in position and (token == flag_name or token.startswith(flag_name + "=")):
-                position[kind] = i
-    return sorted(position, key=position.get)
+from energy_models import figures, files, savedmodel
+from energy_models.evaluation import metrics
 
 
 def load_sets(config, shape, order=None):
     """The named sets to score, in the order of their flags on the command line (`order`, from
     `set_order`; without it photos, patches, MNIST, Gaussian samples). The first is the AUROC reference.
 
-    `shape` is the model's (height, width, channels) (`scoring.model_shape`): photographs are cut into
+    `shape` is the model's (height, width, channels) (`savedmodel.model_shape`): photographs are cut into
     patches of that size (in colour for 3 channels), and a patch file must hold that size."""
     height, width, channels = shape
     dim = height * width * channels
     if config.images or config.gaussian_samples:
-        from energy_models.memory import check_fits
+        from energy_models.data.memory import check_fits
 
         check_fits(config.num_patches, 4 * dim, 2, "--num-patches", f"{dim}-value float32 rows")  # The model's D.
     sets, kinds = {}, {}
@@ -130,31 +31,28 @@ def load_sets(config, shape, order=None):
         sets["photos"] = patches.extract_patches(loaded, config.num_patches, (height, width), seed=config.seed)[0]
         kinds["photos"] = "images"
     if config.patches:
-        from energy_models.data.patches import load_patch_array
+        from energy_models.data.patch_files import load_patch_array
 
         name = f"patches:{pathlib.Path(config.patches).name}"
         sets[name], kinds[name] = load_patch_array(config.patches, patch_size=(height, width),
                                                    channels=channels), "patches"
     if config.mnist:
-        from energy_models.data.mnist import load_mnist_images
+        from energy_models.data.mnist import add_pixel_noise, load_mnist_rows
 
-        from energy_models.data.mnist import _add_noise
-
-        digits = load_mnist_images(config.mnist, config.data_dir)
-        pixels = (digits.reshape(len(digits), -1) / np.float32(255)).astype(np.float32)
+        pixels = load_mnist_rows(config.mnist, config.data_dir)
         name = f"mnist-{config.mnist}"
         if config.mnist_noise:
             # The whole split's draw, as train.gaussian draws its test noise, then the first rows.
-            pixels = _add_noise(pixels, config.mnist_noise, np.random.SeedSequence([config.seed, 1]))
+            pixels = add_pixel_noise(pixels, config.mnist_noise, np.random.SeedSequence([config.seed, 1]))
             name += f"+noise{config.mnist_noise:g}"
         sets[name], kinds[name] = pixels[:config.num_patches], "mnist"
     if config.gaussian_samples:
-        gaussian = scoring.load_model(config.gaussian_samples)
+        gaussian = savedmodel.load_model(config.gaussian_samples)
         sets["gaussian-samples"] = gaussian.module.sample(config.num_patches, config.seed).numpy()
         kinds["gaussian-samples"] = "gaussian_samples"
     rank = {kind: i for i, kind in enumerate(order or ())}
     names = sorted(sets, key=lambda n: rank.get(kinds[n], len(rank)))  # Stable: unlisted keep their order.
-    return {name: scoring.check_rows(sets[name], dim, f"set {name}") for name in names}
+    return {name: savedmodel.check_rows(sets[name], dim, f"set {name}") for name in names}
 
 
 def score(config, order=None):
@@ -164,7 +62,7 @@ def score(config, order=None):
     Returns the report dict (also written as JSON with --json); figures go to --figures-dir.
     """
     config.resolve()
-    models = [scoring.load_model(path) for path in config.model]
+    models = [savedmodel.load_model(path) for path in config.model]
     report = {"models": []}
     cached_sets = {}
     for model in models:
@@ -178,7 +76,7 @@ def score(config, order=None):
             entry["modes"] = run_modes(model, config)
         if model.shape not in cached_sets:
             cached_sets[model.shape] = load_sets(config, model.shape, order)
-        scores = {name: scoring.checked_scores(scoring.score_samples(model, x, normalised=model.normalised), x,
+        scores = {name: savedmodel.checked_scores(savedmodel.log_probs(model, x, normalised=model.normalised), x,
                                                f"set {name}", model.path)
                   for name, x in cached_sets[model.shape].items()}
         if scores:
@@ -187,11 +85,11 @@ def score(config, order=None):
                                xlabel="log p(x)" if model.normalised else "unnormalised log p(x)")
             entry["histogram"] = str(histogram)
         report["models"].append({"model": model.path, "info": model.info,
-                                 "normalised": model.normalised, "sets": scoring.summarise(scores),
+                                 "normalised": model.normalised, "sets": metrics.summarise(scores),
                                  "auroc_reference": next(iter(scores), None),
                                  **entry})
     if config.json:
-        rundir.write_json_atomically(config.json, report)
+        files.write_json_atomically(config.json, report)
     return report
 
 
@@ -199,7 +97,7 @@ def _base_gaussian(model, config):
     """AIS base and mode-search start: the Gaussian of --gaussian-samples, else one fitted to 4,000
     of the model's own samples (mean and covariance, with a 1e-4 ridge so it is positive definite)."""
     if config.gaussian_samples:
-        gaussian = scoring.load_model(config.gaussian_samples).module
+        gaussian = savedmodel.load_model(config.gaussian_samples).module
         return gaussian.mean().numpy(), np.linalg.inv(gaussian.precision().numpy().astype(np.float64))
     x = model.module.sample(4000, config.seed + 1).numpy().astype(np.float64)
     return x.mean(0), np.cov(x.T, bias=True) + 1e-4 * np.eye(x.shape[1])
@@ -209,7 +107,7 @@ def run_ais(model, config):
     """Forward AIS (lower bound) and reverse AIS from the model's own samples (upper bound) of log Z."""
     import time
 
-    from energy_models import ais
+    from energy_models.evaluation import ais
 
     start = time.perf_counter()
     mean, cov = _base_gaussian(model, config)
@@ -257,14 +155,14 @@ def storing_decision(model, estimate):
 
 def store_log_z(model, estimate):
     """Re-exports `model` in place (atomically) with AIS's forward log Z, so its log_prob is normalised."""
-    from energy_models import export
+    from energy_models import savedmodel
 
     info = dict(model.info, log_z=estimate["log_z_forward"], log_z_source="forward AIS",
                 log_z_stderr=estimate["stderr_forward"], log_z_reverse=estimate["log_z_reverse"],
                 log_z_steps=estimate["steps"], log_z_chains=estimate["chains"])
-    module = export.NormalisedModule(model.module, estimate["log_z_forward"], info)
-    export.save_atomically(module, model.path, overwrite=True)
-    return scoring.load_model(model.path)
+    module = savedmodel.NormalisedModule(model.module, estimate["log_z_forward"], info)
+    savedmodel.save_atomically(module, model.path, overwrite=True)
+    return savedmodel.load_model(model.path)
 
 
 def run_modes(model, config):
@@ -275,7 +173,7 @@ def run_modes(model, config):
     """
     import time
 
-    from energy_models import modes
+    from energy_models.evaluation import modes
 
     begin = time.perf_counter()
     mean, cov = _base_gaussian(model, config)
@@ -323,7 +221,7 @@ def table_lines(report):
                          f"{a['stderr_reverse']:.2f} (ESS {a['ess_reverse']:.1f}) ({verdict}; "
                          f"{a['steps']} steps x {a['chains']} chains, {a['seconds']:.0f} s)")
             if "rhat_forward" in a:
-                from energy_models.mcmc_health import RHAT_THRESHOLD, not_mixed_line
+                from energy_models.evaluation.mcmc_health import RHAT_THRESHOLD, not_mixed_line
 
                 lines.append(f"  AIS chains after the last temperature: split R-hat {a['rhat_forward']:.3f}, "
                              f"ESS {a['chain_ess_forward']:.0f} (mixed below {RHAT_THRESHOLD})")
