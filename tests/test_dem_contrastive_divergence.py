@@ -71,3 +71,21 @@ def test_host_noise_feeds_the_step_only_without_a_gpu(monkeypatch, gpu):
     logs = model.train_on_batch(batch, return_dict=True)
     assert model.jit_compile and np.isfinite(logs["loss"]) and 0.0 < logs["acceptance"] <= 1.0
     assert not np.allclose(model.energy.V.numpy(), before)
+
+
+@pytest.mark.parametrize("mcmc", ["langevin", "hmc"])
+def test_a_partial_batch_with_persistent_chains_names_batch_size_and_num_chains(mcmc):
+    """Persistent CD keeps one chain per batch row: fit on 100 rows in batches of 32 ends with a batch of 4,
+    which gets a message naming num_chains and the batch size (it was TensorFlow's SelectV2 error)."""
+    import keras
+
+    x = np.random.default_rng(0).random((100, 20), dtype=np.float32)
+    model = ContrastiveDivergence(DEMEnergy(5, 4, 1.0), dim=20, mcmc=mcmc, mcmc_steps=1, step_size=0.01,
+                                  persistent=True, num_chains=32, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=True)
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError),
+                       match=r"persistent CD keeps num_chains=32 chains, one per row of a batch, but a batch has 4 "
+                             r"rows; pass batch_size=32 and a row count divisible by it"):
+        model.fit(x, batch_size=32, epochs=1, verbose=0)
+    model.fit(x[:96], batch_size=32, epochs=1, verbose=0)  # whole batches train
+    assert np.all(np.isnan(model.log_prob(x[:3])))  # CD learns no log Z: log_prob is NaN, as in its SavedModel

@@ -41,6 +41,11 @@ def test_nce_recovers_b_and_log_z_of_a_gaussian_deep_energy_model():
 
     np.testing.assert_allclose(model.noise_log_prob(tf.constant(x[:5])).numpy(),
                                multivariate_normal(mean, cov).logpdf(x[:5]), rtol=1e-5)
+    # log_prob is normalised by the learnt log Z: against the model's own Gaussian N(b, I) it is exact up to
+    # the error of that log Z (V = 0, so every hidden unit adds the same constant).
+    truth = multivariate_normal(np.asarray(energy.b), np.eye(dim)).logpdf(x[:5])
+    np.testing.assert_allclose(model.log_prob(x[:5]), truth, atol=0.1)
+    np.testing.assert_allclose(model.log_prob(x[:5]), model.unnormalized_log_prob(x[:5]) - model.log_z, rtol=1e-12)
 
 
 def test_nce_rejects_bad_nu_and_shapes():

@@ -183,8 +183,31 @@ class ContrastiveDivergence(DeepEnergyModel):
         return self._track({"loss": loss, "energy_data": energies[0], "energy_negatives": energies[1],
                             "acceptance": acceptance, "grad_norm": grad_norm, "step_size": self.step_size})
 
+    def _chain_batch_error(self, rows):
+        return ValueError(f"persistent CD keeps num_chains={self.num_chains} chains, one per row of a batch, but a "
+                          f"batch has {rows} rows; pass batch_size={self.num_chains} and a row count divisible by it")
+
+    def _check_chain_batch(self, rows):
+        """Persistent chains are one per row of the global batch: another batch size is an error naming both
+        (checked where the batch size is known: `fit` on arrays, or a dataset of fixed-size batches)."""
+        if not self.persistent or rows is None:
+            return
+        context = tf.distribute.get_replica_context()
+        replicas = 1 if context is None else context.num_replicas_in_sync
+        if int(rows) * replicas != self.num_chains:
+            raise self._chain_batch_error(int(rows) * replicas)
+
+    def fit(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        """`keras.Model.fit`; with persistent chains, arrays must come in whole batches of num_chains rows."""
+        if self.persistent and x is not None and hasattr(x, "shape") and not isinstance(x, tf.data.Dataset):
+            size, rows = batch_size or 32, int(x.shape[0])  # 32: Keras' default batch size
+            if size != self.num_chains or rows % size:
+                raise self._chain_batch_error(size if size != self.num_chains else rows % size)
+        return super().fit(x, y, batch_size, *args, **kwargs)
+
     def train_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        self._check_chain_batch(x.shape[0])
         seeds = self._next_seeds(3)
         if not self.prefetches_noise:
             return self._report(*self._update(x, seeds))

@@ -113,6 +113,17 @@ class DeepEnergyModel(keras.Model):
         return np.concatenate([self._score(x[i:i + batch_size]).numpy().astype(np.float64)
                                for i in range(0, len(x), batch_size)] or [np.zeros(0)])
 
+    @property
+    def log_z(self):
+        """log Z of the unnormalised model, where the trainer learns it (NCE); NaN otherwise (estimate it by AIS:
+        `energy_models.evaluation.ais`, or `train.score --ais-steps` on the SavedModel)."""
+        return float("nan")
+
+    def log_prob(self, x, batch_size=4096):
+        """log p(x) = log p~(x) - log Z as float64 numpy [n]: NaN where log Z is unknown (`log_z`), as the
+        SavedModel's `log_prob`."""
+        return self.unnormalized_log_prob(x, batch_size) - self.log_z
+
     @tf.function(jit_compile=True, reduce_retracing=True)
     def _score(self, x):
         return self(x)
