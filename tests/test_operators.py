@@ -36,7 +36,7 @@ def test_operator_matches_dense(shape, neighbourhood, dtype):
     np.testing.assert_allclose(op.matmul(x).numpy(), dense @ x, rtol=tol, atol=tol * 10)
     np.testing.assert_allclose(op.matmul(x, adjoint=True).numpy(), dense.T @ x, rtol=tol, atol=tol * 10)
     rows = rng.normal(size=(7, pattern.dim)).astype(dtype)
-    np.testing.assert_allclose(op.apply_rows(rows).numpy(), rows @ dense, rtol=tol, atol=tol * 10)
+    np.testing.assert_allclose(op.matvec(rows).numpy(), rows @ dense, rtol=tol, atol=tol * 10)
     np.testing.assert_allclose(op.diag_part().numpy(), np.diag(dense), atol=tol)
     np.testing.assert_allclose(op.trace().numpy(), np.trace(dense), rtol=tol)
     np.testing.assert_allclose(op.log_abs_determinant().numpy(), np.linalg.slogdet(dense)[1],
@@ -158,7 +158,7 @@ def test_colour_operator_matches_entry_by_entry_matrix(shape, neighbourhood):
     x = rng.normal(size=(pattern.dim, 5))
     np.testing.assert_allclose(op.matmul(x).numpy(), dense @ x, atol=1e-10)
     rows = rng.normal(size=(6, pattern.dim))
-    np.testing.assert_allclose(op.apply_rows(rows).numpy(), rows @ dense, atol=1e-10)
+    np.testing.assert_allclose(op.matvec(rows).numpy(), rows @ dense, atol=1e-10)
     assert pattern.bandwidth >= max(abs(i - j) for i, j in zip(*np.nonzero(dense)))  # A bound (one row: equal to W C)
 
 

@@ -75,7 +75,7 @@ class GridPrecision(keras.layers.Layer):
     def call(self, x):
         """Per-sample energies x^T Lambda x / 2 for x [n, D]: shape [n]."""
         x = tf.convert_to_tensor(x, dtype=self.compute_dtype)
-        return 0.5 * tf.reduce_sum(x * self.operator().apply_rows(x), axis=-1)
+        return 0.5 * tf.reduce_sum(x * self.operator().matvec(x), axis=-1)
 
     def set_precision(self, diag, couplings):
         """Assigns Lambda from a diagonal map [H, W] and coupling maps [n_offsets, H, W] ([..., C] with channels)."""

@@ -15,7 +15,7 @@ class ScoreMatchingGaussian(EstimatorGaussian):
     For the quadratic energy log phi(x) = -(x - mu)^T Lambda (x - mu) / 2 the score and the Laplacian are
     closed-form, and this model uses them rather than automatic differentiation in x:
 
-        grad_x log p(x)       = -Lambda (x - mu)          (one O(D k) stencil product, `apply_rows`),
+        grad_x log p(x)       = -Lambda (x - mu)          (one O(D k) stencil product, `matvec`),
         laplacian_x log p(x)  = -tr(Lambda)               (the sum of the diagonal map).
 
     J is then a convex quadratic in Lambda, E[(x-mu)^T Lambda^2 (x-mu)] / 2 - tr(Lambda) =
@@ -32,16 +32,16 @@ class ScoreMatchingGaussian(EstimatorGaussian):
         # With Lambda = D Lambda~ D (D = diag(1/sigma)): Lambda (x - mu) = D Lambda~ x~ and
         # tr(Lambda) = sum_i Lambda~_ii / sigma_i^2; the loss is that of Lambda, in the original x.
         operator = self.precision_layer.operator()
-        residual = self.inv_sigma * operator.apply_rows(self.standardize(x))
+        residual = self.inv_sigma * operator.matvec(self.standardize(x))
         trace = tf.reduce_sum(tf.square(self.inv_sigma) * operator.diag_part())
         loss, squared, laplacian = score_matching_loss(residual, trace)
         return {"loss": loss, "squared_score": squared, "laplacian": laplacian}
 
 
-def fit_score_matching(config, data, model, writer):
+def fit_score_matching(settings, data, model, writer):
     """`--estimator sm`: trains a `ScoreMatchingGaussian` from the moment-matched start."""
-    estimator = ScoreMatchingGaussian(model.height, model.width, config.neighbourhood, seed=config.seed,
+    estimator = ScoreMatchingGaussian(model.height, model.width, settings.neighbourhood, seed=settings.seed,
                                       channels=model.channels)
     # diag(1 / S_ii) (Lambda~ = I) is also score matching's optimum among diagonal precisions.
     moment_matched_start(estimator, data)
-    return fit_keras_estimator(config, data, estimator, model, writer)
+    return fit_keras_estimator(settings, data, estimator, model, writer)

@@ -18,9 +18,9 @@ class LinearOperatorGridPrecision(tf.linalg.LinearOperator):
     are ignored (masked), so any values may be stored there.
 
     Shapes: the operator has batch shape [] and shape [D, D]; `matmul(x)` takes x [..., D, R] and
-    `apply_rows(x)` takes x [..., D] (a batch of flattened images, the layout used for training).
+    `matvec(x)` takes x [..., D] (a batch of flattened images, the layout used for training).
 
-    Cost: `matmul`/`apply_rows` cost O(D k R) time with k = 5 or 9 stencil taps and never form a
+    Cost: `matmul`/`matvec` cost O(D k R) time with k = 5 or 9 stencil taps and never form a
     dense matrix. `to_dense` costs O(D^2) memory. `log_abs_determinant` and `cholesky` go through the
     dense matrix, O(D^3) time and O(D^2) memory: about 0.2 GFLOP and 5 MB at D = 784 (milliseconds), still
     fine at D ~ 4,096 (64 x 64 images), and not sensible beyond D ~ 10^4 (a 800 MB dense matrix, ~10^12
@@ -145,9 +145,10 @@ class LinearOperatorGridPrecision(tf.linalg.LinearOperator):
             return block(0, d)
         return tf.concat([block(0, reach), block(reach, d - reach), block(d - reach, d)], axis=axis)
 
-    def apply_rows(self, x):
-        """Returns x Lambda (= (Lambda x^T)^T, Lambda is symmetric) for x [..., D], in O(D k) per row."""
-        return self._apply(tf.convert_to_tensor(x, dtype=self.dtype), axis=-1)
+    def _matvec(self, x, adjoint=False):
+        # Lambda x_r for every row x_r of x [..., D], i.e. x Lambda (Lambda is symmetric), in O(D k) per row:
+        # the layout of batches of flattened images, shifted along their last axis with no transpose.
+        return self._apply(x, axis=-1)
 
     def _matmul(self, x, adjoint=False, adjoint_arg=False):
         # Lambda is self-adjoint, so `adjoint` changes nothing. Shifting along the row axis of x [D, R]
