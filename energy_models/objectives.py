@@ -9,8 +9,8 @@ trains any Keras layer that maps x [n, D] to log p~(x) [n] by `fit`:
 * cNCE (Ceylan and Gutmann 2018, `cnce_loss`): y = x + epsilon u, u ~ N(0, I), symmetric, so with
   G = log p~(x) - log p~(y), J = 2 E[softplus(-G)]; log Z cancels.
 * Score matching (Hyvarinen 2005, `score_matching_loss`) where the Laplacian has a closed form (the
-  grid Gaussian's is -tr(Lambda)), and sliced score matching (Song et al. 2019), for energies without a closed-form Laplacian: with
-  s(x) = grad_x log p~(x) and v ~ N(0, I),
+  grid Gaussian's is -tr(Lambda)), and sliced score matching (Song et al. 2019), for energies without a
+  closed-form Laplacian: with s(x) = grad_x log p~(x) and v ~ N(0, I),
       J = E_{x, v}[ v^T (d s / dx) v + (v^T s(x))^2 / 2 ],
   whose expectation over v is Hyvarinen's E[tr(d s / dx) + ||s||^2 / 2]; the Hessian-vector product is
   one more gradient.

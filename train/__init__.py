@@ -1,1 +1,1 @@
-"""Command-line trainers: python -m train.gaussian (and, later, train.dem, train.score)."""
+"""Command-line trainers: python -m train.gaussian, train.dem and train.score (each a thin front to energy_models.experiments)."""

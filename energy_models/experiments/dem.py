@@ -166,9 +166,9 @@ def train_and_evaluate(config):
     if metrics["mcmc_warning"]:
         print(metrics["mcmc_warning"], file=sys.stderr)
     dem_callbacks.write_figures(model, gaussian, heldout, config, run_dir, shape=shape)
-    module = export_dem.DEMModule(model, gaussian.mean, gaussian.cholesky,
-                                  {**{k: metrics[k] for k in ("whiten", "whiten_components", "sigma", "n_train", "method")},
-                                   **dict(zip(("height", "width", "channels"), shape))},
+    info = {**{k: metrics[k] for k in ("whiten", "whiten_components", "sigma", "n_train", "method")},
+            **dict(zip(("height", "width", "channels"), shape))}
+    module = export_dem.DEMModule(model, gaussian.mean, gaussian.cholesky, info,
                                   sample_sweeps=config.sample_sweeps, log_z=metrics["log_z"],
                                   log_z_source="NCE against the fitted Gaussian (train.dem --method nce)")
     metrics["export_dir"] = savedmodel.save_atomically(module, config.export_dir, config.overwrite, settings,

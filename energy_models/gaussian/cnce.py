@@ -95,16 +95,16 @@ def rule_epsilon(estimator, data, seed):
     return choose_epsilon(estimator, batch, seed)
 
 
-def fit_cnce(config, data, model, writer):
+def fit_cnce(settings, data, model, writer):
     """`--estimator cnce`: trains a `CNCEGaussian`; epsilon from --epsilon or `choose_epsilon`."""
-    estimator = CNCEGaussian(model.height, model.width, config.neighbourhood, kappa=config.kappa, seed=config.seed,
-                             channels=model.channels)
+    estimator = CNCEGaussian(model.height, model.width, settings.neighbourhood, kappa=settings.kappa,
+                             seed=settings.seed, channels=model.channels)
     moment_matched_start(estimator, data)
     estimator.set_mean(data.mean)
-    if config.epsilon is None:
-        epsilon = rule_epsilon(estimator, data, config.seed)
+    if settings.epsilon is None:
+        epsilon = rule_epsilon(estimator, data, settings.seed)
     else:
-        epsilon = float(config.epsilon)
+        epsilon = float(settings.epsilon)
     estimator.epsilon.assign(epsilon)
-    extras = fit_keras_estimator(config, data, estimator, model, writer)
-    return {**extras, "epsilon": epsilon, "epsilon_rule": config.epsilon is None}
+    extras = fit_keras_estimator(settings, data, estimator, model, writer)
+    return {**extras, "epsilon": epsilon, "epsilon_rule": settings.epsilon is None}

@@ -12,7 +12,7 @@ from energy_models.gaussian.model import LOG_2PI
 DENSE_MLE_MAX_DIM = 1024
 
 
-def fit_mle(config, data, model, writer):
+def fit_mle(settings, data, model, writer):
     """Exact constrained maximum likelihood: `estimators.mle` (dense Newton) up to DENSE_MLE_MAX_DIM values,
     `estimators.mle_newton_cg` above; returns extras for metrics."""
     import tensorflow as tf
@@ -42,10 +42,10 @@ def fit_mle(config, data, model, writer):
 def _lazy(module, name):
     """A fit function imported on first use (NCE pulls in tensorflow-probability)."""
 
-    def fit(config, data, model, writer):
+    def fit(settings, data, model, writer):
         import importlib
 
-        return getattr(importlib.import_module(module), name)(config, data, model, writer)
+        return getattr(importlib.import_module(module), name)(settings, data, model, writer)
 
     fit.__name__ = name
     return fit

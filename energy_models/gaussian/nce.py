@@ -137,14 +137,14 @@ class NCEGaussian(EstimatorGaussian):
         return config
 
 
-def fit_nce(config, data, model, writer):
+def fit_nce(settings, data, model, writer):
     """NCE against a fixed noise (`noise`: isotropic, diagonal or full): trains an `NCEGaussian` from the
     moment-matched start; Lambda goes into model. Adaptive noise, the default, is `nce_rounds`.
     """
-    estimator = NCEGaussian(model.height, model.width, config.neighbourhood, nu=config.nu, noise=config.noise,
-                            noise_samples=config.noise_samples, seed=config.seed, channels=model.channels)
-    start_nce(estimator, data, config.seed, noise_precision(config, data.dim))
-    return fit_keras_estimator(config, data, estimator, model, writer)
+    estimator = NCEGaussian(model.height, model.width, settings.neighbourhood, nu=settings.nu, noise=settings.noise,
+                            noise_samples=settings.noise_samples, seed=settings.seed, channels=model.channels)
+    start_nce(estimator, data, settings.seed, noise_precision(settings, data.dim))
+    return fit_keras_estimator(settings, data, estimator, model, writer)
 
 
 def start_nce(estimator, data, seed, precision=None):
@@ -167,8 +167,8 @@ def start_nce(estimator, data, seed, precision=None):
     estimator.set_c(balanced_c(estimator, data.noisy_train(seed)[:4096]))
 
 
-def noise_precision(config, dim):
-    """Lambda_n of the Gaussian SavedModel named by `config.noise_model` (float64 [D, D]), or None.
+def noise_precision(settings, dim):
+    """Lambda_n of the Gaussian SavedModel named by `settings.noise_model` (float64 [D, D]), or None.
 
     Raises:
       UserError: the model cannot be loaded, is not a Gaussian of `dim` pixels, or is not positive definite.
@@ -176,11 +176,11 @@ def noise_precision(config, dim):
     from energy_models.errors import UserError
     from energy_models.savedmodel import load_model
 
-    if not config.noise_model:
+    if not settings.noise_model:
         return None
-    loaded = load_model(config.noise_model)
+    loaded = load_model(settings.noise_model)
     if not hasattr(loaded.module, "precision") or loaded.dim != dim:
-        raise UserError(f"--noise-model {config.noise_model} is not a Gaussian model of {dim} pixels; pass "
+        raise UserError(f"--noise-model {settings.noise_model} is not a Gaussian model of {dim} pixels; pass "
                         "a folder written by python -m train.gaussian")
     precision = np.asarray(loaded.module.precision().numpy(), np.float64)
     try:
@@ -189,15 +189,15 @@ def noise_precision(config, dim):
     except np.linalg.LinAlgError:
         positive_definite = False
     if not positive_definite:
-        raise UserError(f"--noise-model {config.noise_model}: its precision is not positive definite")
+        raise UserError(f"--noise-model {settings.noise_model}: its precision is not positive definite")
     return precision
 
 
-def noise_covariance(config, data, precision=None):
-    """The covariance of the full noise: the data's S, or Lambda_n^-1 of `config.noise_model` (pass its
+def noise_covariance(settings, data, precision=None):
+    """The covariance of the full noise: the data's S, or Lambda_n^-1 of `settings.noise_model` (pass its
     `precision` when already loaded)."""
     if precision is None:
-        precision = noise_precision(config, data.dim)
+        precision = noise_precision(settings, data.dim)
     if precision is None:
         return data.covariance()
     return covariance(precision)

@@ -35,11 +35,11 @@ def round_seed(seed, r):
     return int(seed) * 1000 + int(r)
 
 
-def fit_nce_rounds(config, data, model, writer):
-    """`--estimator nce --noise adaptive`: score matching, then `config.rounds` NCE rounds.
+def fit_nce_rounds(settings, data, model, writer):
+    """`--estimator nce --noise adaptive`: score matching, then `settings.rounds` NCE rounds.
 
     Args:
-      config: needs neighbourhood, nu, noise_samples, seed, rounds, warmup_epochs, epochs (per NCE
+      settings: needs neighbourhood, nu, noise_samples, seed, rounds, warmup_epochs, epochs (per NCE
         round), learning_rate (NCE's) and what `fit_keras_estimator` reads.
       model: the `GridGaussian` that receives the last round's Lambda.
       writer: unused (each round writes under RUN_DIR/rounds/round-R); kept for the estimators' signature.
@@ -51,13 +51,13 @@ def fit_nce_rounds(config, data, model, writer):
     import tensorflow as tf
 
     del writer
-    run_dir = pathlib.Path(config.run_dir)
-    k = config.neighbourhood
+    run_dir = pathlib.Path(settings.run_dir)
+    k = settings.neighbourhood
 
     def fit(estimator, r, epochs, learning_rate, first_epoch):
         log_dir = run_dir / "rounds" / f"round-{r}"
         round_writer = tf.summary.create_file_writer(str(log_dir / "train"))
-        extras = fit_keras_estimator(config, data, estimator, model, round_writer, epochs=epochs,
+        extras = fit_keras_estimator(settings, data, estimator, model, round_writer, epochs=epochs,
                                      learning_rate=learning_rate, first_epoch=first_epoch,
                                      checkpoint_dir=run_dir / "checkpoints" / f"round-{r}",
                                      log_dir=log_dir)
@@ -71,18 +71,19 @@ def fit_nce_rounds(config, data, model, writer):
                    "log_z_estimate": extras["log_z_estimate"]}
         return extras, summary
 
-    warmup = ScoreMatchingGaussian(model.height, model.width, k, seed=config.seed, channels=model.channels)
+    warmup = ScoreMatchingGaussian(model.height, model.width, k, seed=settings.seed, channels=model.channels)
     moment_matched_start(warmup, data)
-    extras, summary = fit(warmup, 0, config.warmup_epochs, WARMUP_LEARNING_RATE, 0)
-    rounds, epoch = [summary], config.warmup_epochs
+    extras, summary = fit(warmup, 0, settings.warmup_epochs, WARMUP_LEARNING_RATE, 0)
+    rounds, epoch = [summary], settings.warmup_epochs
     precision = warmup.precision_dense()
-    for r in range(1, config.rounds + 1):
-        estimator = NCEGaussian(model.height, model.width, k, nu=config.nu, noise="full", noise_samples=config.noise_samples,
-                                seed=round_seed(config.seed, r), channels=model.channels)
+    for r in range(1, settings.rounds + 1):
+        estimator = NCEGaussian(model.height, model.width, k, nu=settings.nu, noise="full",
+                                noise_samples=settings.noise_samples,
+                                seed=round_seed(settings.seed, r), channels=model.channels)
         estimator.set_mean(data.mean)  # Before `start_nce`: its balanced c reads mu.
-        start_nce(estimator, data, config.seed, precision)
-        extras, summary = fit(estimator, r, config.epochs, config.learning_rate, epoch)
+        start_nce(estimator, data, settings.seed, precision)
+        extras, summary = fit(estimator, r, settings.epochs, settings.learning_rate, epoch)
         rounds.append(summary)
-        epoch += config.epochs
+        epoch += settings.epochs
         precision = estimator.precision_dense()
     return {**extras, "rounds": rounds}

@@ -40,31 +40,33 @@ class HeldOutEvaluation(keras.callbacks.Callback):
             for key, value in row.items():
                 if key != "epoch":
                     tf.summary.scalar(f"epoch_{key}", value)
-            grid = figures.image_grid(model.sample(64, seed=self.seed), size=(model.height, model.width, model.channels))
+            grid = figures.image_grid(model.sample(64, seed=self.seed),
+                                      size=(model.height, model.width, model.channels))
             tf.summary.image("epoch_samples", figures.summary_image(grid))
         self.writer.flush()
         if logs is not None:
             logs["heldout_log_likelihood"] = row["heldout_log_likelihood"]
 
 
-def fit_keras_estimator(config, data, estimator, target, writer, verbose="auto", *, epochs=None,
+def fit_keras_estimator(settings, data, estimator, target, writer, verbose="auto", *, epochs=None,
                         learning_rate=None, first_epoch=0, checkpoint_dir=None, log_dir=None):
     """Runs `estimator.fit` on fresh-noise batches, resumably, and copies Lambda into `target`.
 
-    Training state is checkpointed in RUN_DIR/checkpoints every `config.checkpoint_every` epochs
+    Training state is checkpointed in RUN_DIR/checkpoints every `settings.checkpoint_every` epochs
     (`energy_models.training.checkpoints`); a run directory that already holds checkpoints continues from the
     newest one, with the batches the uninterrupted run would have seen. A non-finite loss or parameter
     stops training with `checkpoints.DivergenceGuard`'s message (a `UserError`), keeping the last good
     checkpoint and exporting nothing.
 
     Args:
-      config: the `GaussianConfig` (epochs, batch_size, optimizer, learning_rate, seed, pd_floor,
-        pd_check_every, pd_mode, checkpoint_every, run_dir).
+      settings: the estimator settings, any object with the attributes epochs, batch_size, optimizer,
+        learning_rate, seed, pd_floor, pd_check_every, pd_mode, checkpoint_every and run_dir
+        (`GaussianConfig` resolves them from flags, `fit_grid_gaussian` from keywords).
       data: the `NoisyMnist` or `ArrayData`.
       estimator: a compiled-able GridGaussian subclass with its own `train_step`.
       target: the `GridGaussian` that `train_and_evaluate` evaluates; receives the trained Lambda.
       writer: TensorBoard writer of run_dir/train.
-      epochs, learning_rate: this fit's epochs and starting learning rate (default: the config's).
+      epochs, learning_rate: this fit's epochs and starting learning rate (default: the settings').
       first_epoch: the epoch this fit starts at on a time axis shared by several fits (the rounds of
         adaptive NCE): it trains epochs first_epoch + 1 .. first_epoch + epochs, whose batches and
         TensorBoard steps are those epochs'.
@@ -83,18 +85,18 @@ def fit_keras_estimator(config, data, estimator, target, writer, verbose="auto",
     from energy_models.errors import UserError
     from energy_models.training.resumable import resumable_fit
 
-    epochs = config.epochs if epochs is None else int(epochs)
-    learning_rate = config.learning_rate if learning_rate is None else float(learning_rate)
-    run_dir = pathlib.Path(config.run_dir)
+    epochs = settings.epochs if epochs is None else int(epochs)
+    learning_rate = settings.learning_rate if learning_rate is None else float(learning_rate)
+    run_dir = pathlib.Path(settings.run_dir)
     estimator.set_mean(data.mean)
-    steps = steps_per_epoch(len(data.train_pixels), config.batch_size)
-    estimator.compile(optimizer=make_optimizer(config.optimizer, learning_rate, steps * epochs))
-    guard = PositiveDefiniteGuard(config.pd_floor, config.pd_check_every, mode=config.pd_mode)
-    held_out = HeldOutEvaluation(data.test, writer, config.seed)
+    steps = steps_per_epoch(len(data.train_pixels), settings.batch_size)
+    estimator.compile(optimizer=make_optimizer(settings.optimizer, learning_rate, steps * epochs))
+    guard = PositiveDefiniteGuard(settings.pd_floor, settings.pd_check_every, mode=settings.pd_mode)
+    held_out = HeldOutEvaluation(data.test, writer, settings.seed)
     run = resumable_fit(
-        estimator, lambda initial: data.training_dataset(config.batch_size, config.seed, initial),
+        estimator, lambda initial: data.training_dataset(settings.batch_size, settings.seed, initial),
         epochs=first_epoch + epochs, steps_per_epoch=steps, first_epoch=first_epoch,
-        checkpoint_dir=checkpoint_dir or run_dir / "checkpoints", checkpoint_every=config.checkpoint_every,
+        checkpoint_dir=checkpoint_dir or run_dir / "checkpoints", checkpoint_every=settings.checkpoint_every,
         watched=estimator.REPORTED, remedies=f"a smaller --learning-rate (now {learning_rate:g})",
         log_dir=log_dir or run_dir, before_checkpoint=[guard, held_out],
         # Batch-level scalars are stepped by the optimiser's own count, which restarts in every fit of a
