@@ -23,9 +23,7 @@ def _nan_patch_file(path):
 
     train = np.random.default_rng(0).random((300, 784)).astype(np.float32)
     train[7, 100] = np.inf
-    PatchSet(train=train, heldout=np.zeros((10, 784), np.float32), image_names=np.array(["a", "b"]),
-             is_heldout=np.array([0, 1]), train_positions=np.zeros((300, 3), np.int32),
-             heldout_positions=np.zeros((10, 3), np.int32)).save(path)
+    PatchSet.from_rows(train, np.zeros((10, 784), np.float32)).save(path)
     return path
 
 
@@ -280,9 +278,7 @@ def test_a_patch_file_with_an_empty_held_out_split_is_one_line(capsys, tmp_path)
     from energy_models.data.patches import PatchSet
 
     train = np.random.default_rng(0).random((300, 784)).astype(np.float32)
-    PatchSet(train=train, heldout=np.zeros((0, 784), np.float32), image_names=np.array(["a", "b"]),
-             is_heldout=np.array([0, 1]), train_positions=np.zeros((300, 3), np.int32),
-             heldout_positions=np.zeros((0, 3), np.int32)).save(tmp_path / "p.npz")
+    PatchSet.from_rows(train, np.zeros((0, 784), np.float32)).save(tmp_path / "p.npz")
     code, err = _run(gaussian_cli.main, ["--dataset", "patches", "--patches", str(tmp_path / "p.npz"),
                                          "--run-dir", str(tmp_path / "r"), "--export-dir", str(tmp_path / "m")],
                      capsys)

@@ -99,7 +99,7 @@ def test_mle_on_12x16_patches_is_the_exact_optimum_of_their_grid(gaussian12x16):
 def test_mle_above_the_dense_limit_is_the_exact_optimum_by_block_newton_cg(tmp_path_factory):
     from energy_models.gaussian.fits import DENSE_MLE_MAX_DIM
 
-    assert 32 * 36 > DENSE_MLE_MAX_DIM  # so train.gaussian uses estimators.mle_newton_cg
+    assert 32 * 36 > DENSE_MLE_MAX_DIM  # so train.gaussian uses gaussian.mle_newton_cg
     run_dir, model_dir = exact_mle(tmp_path_factory.mktemp("p32x36"), "run", "32x36")
     patches = load_patch_set(run_dir / "patches.npz")
     check_dempster(model_dir, patches, (32, 36, 1))

@@ -53,10 +53,7 @@ print(f"{len(x)} rows of {x.shape[1]} pixels; true log Z = {log_z_true:.2f}")
 # %%
 work = pathlib.Path(os.environ.get("TUTORIAL_DIR") or tempfile.mkdtemp(prefix="tutorial-01-"))
 work.mkdir(parents=True, exist_ok=True)
-no_images = lambda n: np.zeros((n, 3), np.int32)  # noqa: E731  (drawn rows, not cut from images)
-PatchSet(train=x[:20_000], heldout=x[20_000:], image_names=np.array(["drawn", "drawn-heldout"]),
-         is_heldout=np.array([False, True]), train_positions=no_images(20_000),
-         heldout_positions=no_images(5_000), source="known grid Gaussian").save(work / "rows.npz")
+PatchSet.from_rows(x[:20_000], x[20_000:], source="known grid Gaussian").save(work / "rows.npz")  # rows, no images
 
 # %% [markdown]
 # Fit each estimator at its command-line defaults (cNCE and score matching for 3 epochs, to keep this

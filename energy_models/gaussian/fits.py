@@ -13,8 +13,8 @@ DENSE_MLE_MAX_DIM = 1024
 
 
 def fit_mle(settings, data, model, writer):
-    """Exact constrained maximum likelihood: `estimators.mle` (dense Newton) up to DENSE_MLE_MAX_DIM values,
-    `estimators.mle_newton_cg` above; returns extras for metrics."""
+    """Exact constrained maximum likelihood: `gaussian.mle` (dense Newton) up to DENSE_MLE_MAX_DIM values,
+    `gaussian.mle_newton_cg` above; returns extras for metrics."""
     import tensorflow as tf
 
     from energy_models.gaussian.mle import fit_grid_mle
