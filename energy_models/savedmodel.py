@@ -1,7 +1,24 @@
-"""Scoring sets of images with SavedModels that keep the project's contract (see `energy_models.gaussian.export`).
+"""The SavedModel contract every model of this project keeps: atomic save, load, input checks.
 
-Only `tf.saved_model.load` is used, so any model that keeps the contract is scored, including models
-trained on another machine or by another version of this project.
+A model exported here is served by plain `tf.saved_model.load(path)`, with no project code (and no
+tensorflow-probability) importable, through these endpoints:
+
+    log_prob(x)               x float32 [n, D], raw pixels in [0, 1], row-major height x width (x channels,
+                              a pixel's channels adjacent) -> float32 [n]
+    unnormalized_log_prob(x)  same shapes; log p(x) + log Z
+    sample(n, seed)           int32 n, int32 seed -> float32 [n, D] in raw pixel space
+    mean()                    float32 [D]
+    info()                    string scalar: JSON with the model's kind, height, width, channels, dim = D
+                              = height * width * channels, settings and log Z
+
+and, for Gaussians, precision() -> float32 [D, D]. D is 784 (28 x 28 x 1) for MNIST and the default
+patches; a model saved before info() stated its size is 28 x 28 x 1 (`energy_models.savedmodel.model_shape`).
+The model applies its own mean subtraction (and whitening, for whitened models); callers pass raw pixels.
+
+Writes are atomic: the model is written under a temporary name beside the target and renamed into place,
+so an interrupted export never leaves a half-written model where a user would load it. Loading and scoring
+use only `tf.saved_model.load`, so any model that keeps the contract is scored, including models trained
+on another machine or by another version of this project (`tests/test_savedmodel_compat.py`).
 """
 
 import dataclasses

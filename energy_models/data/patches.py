@@ -1,5 +1,5 @@
 """Random patches of photographs (28x28 by default, any h x w, grayscale or RGB), a held-out split made of
-whole images, and patch files.
+whole images, and `PatchSet.save` (reading: `patch_files`; sizes: `patch_size`).
 
 Positions are drawn uniformly from all valid patch positions of all images, so an H x W image receives
 patches in proportion to its (H - h + 1)(W - w + 1) valid positions (h x w = patch size). The held-out split

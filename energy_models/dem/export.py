@@ -1,4 +1,4 @@
-"""SavedModel export of a trained deep energy model, keeping the project's contract (`energy_models.gaussian.export`).
+"""SavedModel export of a trained deep energy model, keeping the project's contract (`energy_models.savedmodel`).
 
 Endpoints (x: float32 [n, D], raw pixels in [0, 1], D = height x width x channels as info() states; the
 module whitens internally):

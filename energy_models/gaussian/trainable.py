@@ -1,5 +1,5 @@
-"""What the stochastic estimators (NCE, cNCE, score matching) share: the positive-definiteness guard,
-the moment-matched start, the optimiser, the per-epoch held-out evaluation and the `model.fit` driver.
+"""`EstimatorGaussian`, the base of the stochastic estimators (NCE, cNCE, score matching), and the
+moment-matched start they all begin from. They train by `trainer.fit_keras_estimator`.
 
 Conditioning (see `EstimatorGaussian`): the trainable weights are the STANDARDISED precision
 Lambda~ = diag(sigma) Lambda diag(sigma), sigma_i^2 = S_ii fixed from the training data, started at
@@ -7,9 +7,9 @@ Lambda~ = I (the diagonal MLE). Lambda~ has entries of order 1 (Lambda_ii itself
 Adam's per-parameter step of ~lr suits every entry. This re-parameterises theta only: every loss is
 still computed on x in the original coordinates, so the estimators (and their optima) are unchanged.
 
-Positive definiteness (see `PositiveDefiniteGuard`): Lambda~ is unconstrained (every symmetric grid
+Positive definiteness (`pd_guard.PositiveDefiniteGuard`): Lambda~ is unconstrained (every symmetric grid
 matrix is reachable, as the exact MLE needs); a step that leaves {lambda_min(Lambda~) >= floor} is
-shortened towards the last feasible point (backtracking line search on the parameters).
+projected back, or shortened towards the last feasible point.
 """
 
 
