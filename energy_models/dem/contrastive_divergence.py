@@ -34,11 +34,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from energy_models import sampling as normal_noise
+from energy_models import sampling
 from energy_models.dem import gibbs as dem_gibbs
 from energy_models.dem.energy import sample_latents, sigmoid
 from energy_models.dem.model import DeepEnergyModel
 from energy_models.errors import check_choice, check_positive_int
+from energy_models.objectives import contrastive_divergence_loss
 from energy_models.training.distribute import replica_share
 from energy_models.training.seeding import replica_seed
 
@@ -95,8 +96,8 @@ class ContrastiveDivergence(DeepEnergyModel):
     def prefetches_noise(self):
         """Whether train_step draws the x-moves' Gaussian noise outside XLA, a step ahead (CD with
         Langevin or MALA on a CPU; HMC's tfp kernel draws its own momenta; on a GPU the sweeps draw
-        theirs on the device, `normal_noise.host_noise_pays`)."""
-        return self.mcmc in dem_gibbs.NOISE_METHODS and normal_noise.host_noise_pays()
+        theirs on the device, `sampling.host_noise_pays`)."""
+        return self.mcmc in dem_gibbs.NOISE_METHODS and sampling.host_noise_pays()
 
     def compile(self, *args, jit_compile="auto", **kwargs):
         """`keras.Model.compile`; with Langevin or MALA moves, `jit_compile=True` compiles the step's
@@ -139,7 +140,7 @@ class ContrastiveDivergence(DeepEnergyModel):
         """eps [mcmc_steps, n, D] of the step whose seed counter is `counter`: a pure function of
         (seed, counter, replica), whenever it is drawn."""
         seed = tf.random.experimental.stateless_fold_in(replica_seed(self.seed, counter), _NOISE_STREAM)
-        return normal_noise.standard_normal(tf.stack([self.mcmc_steps, n, self.dim]), seed)
+        return sampling.standard_normal(tf.stack([self.mcmc_steps, n, self.dim]), seed)
 
     def _chain_noise(self, n):
         """This step's Langevin or MALA noise, from the buffer when the previous step drew it, and the next
@@ -212,7 +213,7 @@ class ContrastiveDivergence(DeepEnergyModel):
         if not self.prefetches_noise:
             return self._report(*self._update(x, seeds))
         noise = self._chain_noise(tf.shape(x)[0])
-        # XLA compiles everything but the noise draw (normal_noise says why); Keras runs this uncompiled.
+        # XLA compiles everything but the noise draw (`sampling.standard_normal` says why); Keras runs this uncompiled.
         update = self._compiled_update if self._jit_update and self._chain_rows(1) is None else self._update
         return self._report(*update(x, seeds, noise))
 
@@ -225,7 +226,7 @@ class ContrastiveDivergence(DeepEnergyModel):
         u, negatives, z_data, z_neg, acceptance, eta = self._phases(x, self.adapt_rate, seeds, noise)
         weights = self.energy.trainable_weights
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(self.energy.joint(negatives, z_neg)) - tf.reduce_mean(self.energy.joint(u, z_data))
+            loss = contrastive_divergence_loss(self.energy.joint(u, z_data), self.energy.joint(negatives, z_neg))
             share = replica_share(loss)  # The update of the global-batch mean under tf.distribute.
         grads = tape.gradient(share, weights)
         grad_norm = tf.linalg.global_norm(grads)
@@ -245,7 +246,7 @@ class ContrastiveDivergence(DeepEnergyModel):
         # CD negatives from the held-out batch, without adapting eta or touching persistent chains.
         negatives, acceptance, _ = self.negative_phase(u, seeds[2], self.step_size, 0.0)
         z_data, z_neg = self._latents(u, seeds[0]), self._latents(negatives, seeds[1])
-        loss = tf.reduce_mean(self.energy.joint(negatives, z_neg)) - tf.reduce_mean(self.energy.joint(u, z_data))
+        loss = contrastive_divergence_loss(self.energy.joint(u, z_data), self.energy.joint(negatives, z_neg))
         return self._report(loss, self._energies(u, negatives), acceptance, tf.constant(np.nan, tf.float32))
 
     def get_config(self):
