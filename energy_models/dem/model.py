@@ -20,7 +20,7 @@ import tensorflow as tf
 from energy_models.dem import gibbs as dem_gibbs
 from energy_models.dem.energy import DEMEnergy
 from energy_models.errors import check_choice, check_positive_int, check_static_rows
-from energy_models.training.distribute import replica_share, step_logs
+from energy_models.training.distribute import replica_share, track
 from energy_models.training.seeding import replica_seed
 
 
@@ -140,10 +140,8 @@ class DeepEnergyModel(keras.Model):
                                     self.energy.joint, self.mcmc, self.leapfrog_steps, adapt_rate, noise=noise)
 
     def _track(self, values):
-        """Adds this step's values to the running means; returns the logs of every tracker."""
-        for name, value in values.items():
-            self.trackers[name].update_state(value)
-        return step_logs({name: tracker.result() for name, tracker in self.trackers.items()})
+        """Adds this step's values (one per name in METRIC_NAMES) to the running means; returns the logs."""
+        return track(self.trackers, values)
 
     def _descend(self, objective, weights):
         """One optimiser step on `weights` down objective()[0], the loss (the rest are reported values):

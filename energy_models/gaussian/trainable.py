@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from energy_models.gaussian.model import GridGaussian
-from energy_models.training.distribute import replica_share, step_logs
+from energy_models.training.distribute import replica_share, track
 from energy_models.training.seeding import replica_seed
 
 
@@ -92,11 +92,6 @@ class EstimatorGaussian(GridGaussian):
         """The estimator's own estimate of log Z (None: it has none)."""
         return None
 
-    def _report(self, terms):
-        for name, tracker in self.trackers.items():
-            tracker.update_state(terms[name])
-        return step_logs({name: tracker.result() for name, tracker in self.trackers.items()})
-
     def _unpack(self, data):
         # fit(x) on arrays delivers (x,) while a dataset of batches delivers x itself.
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -109,10 +104,10 @@ class EstimatorGaussian(GridGaussian):
             share = replica_share(terms["loss"])  # The update of the global-batch mean under tf.distribute.
         grads = tape.gradient(share, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return self._report(terms)
+        return track(self.trackers, terms)
 
     def test_step(self, data):
-        return self._report(self.loss_terms(self._unpack(data)))
+        return track(self.trackers, self.loss_terms(self._unpack(data)))
 
     def get_config(self):
         config = super().get_config()

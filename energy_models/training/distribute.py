@@ -84,6 +84,14 @@ def replica_share(loss):
     return loss / tf.cast(replicas, loss.dtype)
 
 
+def track(trackers, values):
+    """Adds this step's `values[name]` to each `keras.metrics.Mean` in `trackers` (a dict by name); returns
+    the running means as a custom `train_step` returns them (`step_logs`)."""
+    for name, tracker in trackers.items():
+        tracker.update_state(values[name])
+    return step_logs({name: tracker.result() for name, tracker in trackers.items()})
+
+
 def step_logs(values):
     """The dict a custom `train_step` returns, shaped for Keras's reduction across workers.
 
