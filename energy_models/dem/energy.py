@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from energy_models.errors import check_positive_int
+
 
 def softplus(u):
     """S(u) = log(1 + e^u), computed as max(u, 0) + log1p(e^-|u|) so that e^u never overflows.
@@ -118,9 +120,8 @@ class DEMEnergy(keras.layers.Layer):
     def __init__(self, hidden=64, latents=64, sigma=1.0, use_bias=False, components=None, v_stddev=None,
                  learn_sigma=False, **kwargs):
         super().__init__(**kwargs)
-        for name, value in (("hidden", hidden), ("latents", latents)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+        check_positive_int("hidden", hidden)
+        check_positive_int("latents", latents)
         if isinstance(sigma, bool) or not isinstance(sigma, (int, float, np.number)) \
                 or not np.isfinite(sigma) or sigma <= 0:
             raise ValueError(f"sigma must be a positive finite number, got sigma={sigma!r}")

@@ -35,6 +35,7 @@ import numpy as np
 
 from energy_models.data.arrays import row_image_shape
 from energy_models.errors import check_choice
+from energy_models.linalg.grid import check_neighbourhood
 
 SETTINGS = ("epochs", "batch_size", "optimizer", "learning_rate", "nu", "noise", "rounds", "warmup_epochs",
             "noise_samples", "kappa", "epsilon", "pd_floor", "pd_check_every", "pd_mode", "checkpoint_every")
@@ -96,8 +97,7 @@ def fit_grid_gaussian(x, estimator="mle", *, image_shape=None, neighbourhood=4, 
     held = x if heldout is None else _rows(heldout, "heldout", x.shape[1])
     shape = row_image_shape(x.shape[1], image_shape)
     check_choice("estimator", estimator, tuple(ESTIMATORS))
-    if neighbourhood not in (4, 8):
-        raise ValueError(f"neighbourhood must be 4 or 8; got {neighbourhood!r}")
+    check_neighbourhood(neighbourhood)
     unknown = sorted(set(settings) - set(SETTINGS))
     if unknown:
         raise ValueError(f"unknown setting(s) {', '.join(unknown)}; the settings are {', '.join(SETTINGS)}")

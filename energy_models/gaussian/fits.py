@@ -55,8 +55,12 @@ def fit_nce(settings, data, model, writer):
     """NCE: in rounds whose noise is the previous round's fit with `noise="adaptive"` (the default,
     `nce_rounds`), else one fit against a fixed noise (`nce.fit_nce`)."""
     if settings.noise == "adaptive":
-        return _lazy("energy_models.gaussian.nce_rounds", "fit_nce_rounds")(settings, data, model, writer)
-    return _lazy("energy_models.gaussian.nce", "fit_nce")(settings, data, model, writer)
+        from energy_models.gaussian.nce_rounds import fit_nce_rounds
+
+        return fit_nce_rounds(settings, data, model, writer)
+    from energy_models.gaussian import nce
+
+    return nce.fit_nce(settings, data, model, writer)
 
 
 ESTIMATORS = {
